@@ -1,0 +1,76 @@
+"""Callbacks that make runs reproducible and their history reportable."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
+
+
+class EpochSeed(Callback):
+    """Reseed every RNG at the start of each training epoch from (seed, epoch).
+
+    Dropout, augmentation and the shuffling order then depend only on the seed and the epoch, not
+    on how many epochs ran in this process: a run resumed from a checkpoint continues exactly as
+    the uninterrupted run would have.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        s = epoch_seed(self.seed, trainer.current_epoch)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s + trainer.global_rank)
+
+
+def best_epoch(epochs: list[dict[str, float]], monitor: str = "val/loss", mode: str = "min") -> int | None:
+    """The first epoch with the best monitored value (what ModelCheckpoint keeps as best)."""
+    scored = [(r[monitor], int(r["epoch"])) for r in epochs if monitor in r]
+    if not scored:
+        return None
+    pick = min if mode == "min" else max
+    best = pick(v for v, _ in scored)
+    return next(e for v, e in scored if v == best)
+
+
+class History(Callback):
+    """Per-epoch record of the logged scalars, learning rate and epoch wall time.
+
+    Its state is saved in checkpoints, so a resumed run keeps the curves of the epochs before it.
+    Checkpoints are written at train-epoch end, after this callback has recorded the epoch.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record: dict[str, float] = {"epoch": trainer.current_epoch, "time_s": time.perf_counter() - self._start}
+        if trainer.optimizers:
+            record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        for key, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                record[key] = float(value)
+            elif isinstance(value, (int, float)):
+                record[key] = float(value)
+        self.epochs.append(record)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict.get("epochs", []))

@@ -1,0 +1,46 @@
+"""Classification scores with torchmetrics: accuracy, macro and per-class P/R/F1, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+PER_CLASS = ("precision", "recall", "f1")
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """One collection per stage; states are synced across DDP ranks when computed."""
+    kw = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(average="micro", **kw),
+            "precision": MulticlassPrecision(average="macro", **kw),
+            "recall": MulticlassRecall(average="macro", **kw),
+            "f1": MulticlassF1Score(average="macro", **kw),
+            "precision_per_class": MulticlassPrecision(average=None, **kw),
+            "recall_per_class": MulticlassRecall(average=None, **kw),
+            "f1_per_class": MulticlassF1Score(average=None, **kw),
+            "confmat": MulticlassConfusionMatrix(**kw),
+        }
+    )
+
+
+def flatten_scores(computed: dict[str, torch.Tensor], class_names: Sequence[str], prefix: str) -> dict[str, float]:
+    """Scalar scores keyed like ``test/f1`` and ``test/f1/monocyte`` (the confusion matrix is left out)."""
+    out: dict[str, float] = {}
+    for name in ("acc", "precision", "recall", "f1"):
+        out[f"{prefix}/{name}"] = float(computed[name])
+    for name in PER_CLASS:
+        values = computed[f"{name}_per_class"].tolist()
+        for cls, value in zip(class_names, values, strict=True):
+            out[f"{prefix}/{name}/{cls}"] = float(value)
+    return out

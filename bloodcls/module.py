@@ -1,0 +1,157 @@
+"""The LightningModule: one of the study's networks, its losses, optimiser and scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from bloodcls.data import CLASS_NAMES
+from bloodcls.errors import UserError
+from bloodcls.metrics import classification_metrics, flatten_scores
+from bloodcls.models import build_model
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-4)
+
+
+def default_scheduler(optimizer: torch.optim.Optimizer):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3)
+
+
+class BloodCellClassifier(L.LightningModule):
+    """Logits out. Training loss is class-weighted cross-entropy; val/test loss is unweighted, as Keras reports it.
+
+    Only plain values go into the checkpoint's hyper-parameters (model name, input size, class
+    names), so a checkpoint can be rebuilt and loaded with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(
+        self,
+        name: str = "skip",
+        img_size: int = 128,
+        num_classes: int = 8,
+        class_names: Sequence[str] | None = None,
+        dropout_scale: float = 1.0,
+        bn_momentum: float | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., object] | None = None,
+        monitor: str = "val/loss",
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        class_names = list(class_names or CLASS_NAMES)
+        self.save_hyperparameters(
+            {"name": name, "img_size": img_size, "num_classes": num_classes, "class_names": class_names,
+             "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "channels_last": channels_last, "compile": compile}
+        )
+        self.class_names = class_names
+        self.net = build_model(name, img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale,
+                               bn_momentum=bn_momentum)
+        self.optimizer_factory = optimizer or default_optimizer
+        self.scheduler_factory = scheduler if scheduler is not None else default_scheduler
+        self.monitor = monitor
+        self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test")})
+        self.confusion: dict[str, list[list[int]]] = {}
+        self.scores: dict[str, dict[str, float]] = {}
+        self.test_predictions: list[int] = []
+        self._test_preds: list[torch.Tensor] = []
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        self.class_weights.copy_(torch.as_tensor(weights, dtype=self.class_weights.dtype))
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "class_weights", None) is not None:
+            self.set_class_weights(dm.class_weights)
+
+    # -- steps -----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_weights)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}: "
+                "training diverged and was stopped. The last good checkpoint (last.ckpt, end of the last "
+                "finished epoch) is kept. Lower the learning rate (model.optimizer.lr=...), check the "
+                "input data for NaNs, or use trainer.precision=32-true."
+            )
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, stage: str, batch) -> None:
+        x, y = batch
+        logits = self(x).float()
+        self.eval_loss[stage].update(F.cross_entropy(logits, y), weight=len(y))
+        self.eval_metrics[stage].update(logits, y)
+        if stage == "test":
+            self._test_preds.append(logits.argmax(dim=1))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).float().softmax(dim=1)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        loss = self.eval_loss[stage].compute()
+        computed = self.eval_metrics[stage].compute()
+        self.eval_loss[stage].reset()
+        self.eval_metrics[stage].reset()
+        scores = {f"{stage}/loss": float(loss), **flatten_scores(computed, self.class_names, stage)}
+        self.confusion[stage] = computed["confmat"].long().tolist()
+        self.scores[stage] = scores
+        # States were synced across ranks by compute(); every rank logs the same value.
+        for key, value in scores.items():
+            self.log(key, value, prog_bar=key in (f"{stage}/loss", f"{stage}/acc"))
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._test_preds = []
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+        if self._test_preds:
+            self.test_predictions = torch.cat(self._test_preds).cpu().tolist()
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch", "frequency": 1},
+        }
+

@@ -1,0 +1,180 @@
+"""One training run from a composed config: data + model -> Trainer -> fit -> test -> results.json.
+
+Kept free of ``@hydra.main`` so the same function serves ``train.py``, the sweep and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from bloodcls.callbacks import EpochSeed, History, best_epoch
+from bloodcls.environment import environment
+from bloodcls.errors import UserError
+from bloodcls.models import build_model
+from bloodcls.profiling import efficiency
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically, so a killed job never leaves half a results file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    callbacks: list[Callback] = []
+    for name, conf in (cfg or {}).items():
+        if conf is not None and "_target_" in conf:
+            callbacks.append(hydra.utils.instantiate(conf))
+        elif conf is not None:
+            raise UserError(f"callbacks.{name} has no _target_; every callback config must name its class.")
+    return callbacks
+
+
+def instantiate_loggers(cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [hydra.utils.instantiate(conf) for conf in (cfg or {}).values() if conf and "_target_" in conf]
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):  # a CSV log is always written
+        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    return loggers
+
+
+def _checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def _wandb(loggers: list[Logger]) -> WandbLogger | None:
+    return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _log_summary_to_wandb(logger: WandbLogger, results: dict[str, Any], class_names: list[str]) -> None:
+    import wandb
+
+    run = logger.experiment
+    run.summary.update(results["summary"])
+    confmat = results["test"].get("confusion_matrix")
+    if confmat:
+        table = wandb.Table(columns=["true", *class_names], data=[[c, *row] for c, row in zip(class_names, confmat, strict=True)])
+        y_true = [i for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
+        y_pred = [j for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
+        run.log({
+            "test/confusion_matrix_table": table,
+            "test/confusion_matrix": wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=class_names),
+        })
+
+
+def summarize(results: dict[str, Any]) -> dict[str, float]:
+    """Flat scalars for a tracker's run summary: final test scores and efficiency figures."""
+    flat = {k: v for k, v in results["test"]["scores"].items()}
+    flat.update({f"efficiency/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))})
+    if results.get("val", {}).get("best"):
+        flat.update({f"best_{k}": v for k, v in results["val"]["best"].items()})
+    return flat
+
+
+def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> dict[str, Any]:
+    """Fit, test the best checkpoint once, and write ``results.json``; returns the results."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
+    model = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    history = History()
+    callbacks += [EpochSeed(cfg.seed), history]
+    if cfg.get("logger") and "wandb" in cfg.logger and cfg.logger.wandb is not None and group:
+        OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
+    loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_wall = time.perf_counter() - t0
+    # trainer.test(ckpt_path=...) restores callback states from that checkpoint: keep the full history.
+    epochs = [dict(r) for r in history.epochs]
+
+    ckpt = _checkpoint_callback(callbacks)
+    best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    t0 = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    test_time = time.perf_counter() - t0
+
+    eff = efficiency(build_model(cfg.model.name, img_size=cfg.data.img_size, num_classes=datamodule.num_classes),
+                     cfg.data.img_size)
+    eff.update({
+        "train_time_s": sum(r["time_s"] for r in epochs),
+        "fit_wall_s": fit_wall,
+        "test_time_s": test_time,
+        "epochs_run": len(epochs),
+        "best_epoch": best_epoch(epochs, "val/loss"),
+    })
+    best = eff["best_epoch"]
+    best_val = next((r for r in epochs if r["epoch"] == best), {})
+    test_scores = model.scores.get("test", {})
+    results: dict[str, Any] = {
+        "status": "completed",
+        "experiment": cfg.get("experiment_name"),
+        "run_name": cfg.get("run_name"),
+        "model": cfg.model.name,
+        "img_size": cfg.data.img_size,
+        "augment": cfg.data.augment,
+        "seed": cfg.seed,
+        "test": {
+            "scores": test_scores,
+            "acc": test_scores.get("test/acc"),
+            "f1": test_scores.get("test/f1"),
+            "confusion_matrix": model.confusion.get("test"),
+            "predictions": model.test_predictions,
+            "labels": datamodule.splits["test"][1].cpu().tolist(),
+        },
+        "val": {"best": {k: v for k, v in best_val.items() if k.startswith("val/")}},
+        "efficiency": eff,
+        "history": epochs,
+        "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),
+                 "class_names": datamodule.class_names},
+        "checkpoints": {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None},
+        "environment": environment(trainer.strategy.root_device),
+        "config": resolved,
+    }
+    results["summary"] = summarize(results)
+    if trainer.is_global_zero:
+        write_json(output_dir / RESULTS_FILE, results)
+        wb = _wandb(loggers)
+        if wb is not None:
+            results["wandb"] = {"id": wb.version, "mode": os.environ.get("WANDB_MODE", wb._wandb_init.get("mode"))}
+            _log_summary_to_wandb(wb, results, datamodule.class_names)
+            write_json(output_dir / RESULTS_FILE, results)
+    finish_wandb(loggers)
+    log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
+             output_dir / RESULTS_FILE)
+    return results
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    """One W&B run per job: close it so the next job of a multirun starts its own."""
+    if _wandb(loggers) is not None:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,38 @@
+"""Shared fixtures: synthetic data roots in the official layout and composed Hydra configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bloodcls.synthetic import write_synthetic_npz
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests never talk to the W&B servers and never prompt.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """28 and 64 px learnable synthetic BloodMNIST files (24/6/10 images per class)."""
+    root = tmp_path_factory.mktemp("bloodmnist")
+    write_synthetic_npz(root, 28)
+    write_synthetic_npz(root, 64)
+    return root
+
+
+# Overrides that make a synthetic run learn in a few CPU seconds.
+FAST = [
+    "data.batch_size=16",
+    "model.optimizer.lr=3e-3",
+    "model.bn_momentum=0.5",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.accelerator=cpu",
+]

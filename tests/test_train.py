@@ -1,0 +1,121 @@
+"""End-to-end: train.py on small synthetic (and, when present, real) data in the official layout."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bloodcls.training import train
+from tests.conftest import FAST, SHARED_DATA
+from tests.helpers import compose_train, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_train(
+        ["model=skip", "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=4", "logger=csv", *FAST],
+        output_dir=out,
+    )
+    results = train(cfg, output_dir=out, group="test")
+    return out, results
+
+
+def test_short_run_learns_and_reports(trained):
+    out, results = trained
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["test"]["acc"] > 0.8  # chance is 0.125
+    scores = on_disk["test"]["scores"]
+    for key in ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss", "test/f1/monocyte",
+                "test/precision/immature_granulocytes", "test/recall/platelet"):
+        assert 0 <= scores[key] <= (10 if key == "test/loss" else 1)
+    cm = on_disk["test"]["confusion_matrix"]
+    assert len(cm) == 8 and sum(map(sum, cm)) == 80
+    assert sum(cm[i][i] for i in range(8)) / 80 == pytest.approx(scores["test/acc"])
+    assert len(on_disk["test"]["predictions"]) == 80
+    eff = on_disk["efficiency"]
+    assert eff["params_trainable"] == 307_112 and eff["params_with_bn_stats"] == 308_008
+    assert round(eff["memory_mib"], 2) == 1.17
+    assert eff["macs"] > 0 and eff["flops"] == 2 * eff["macs"]
+    assert 1 <= eff["epochs_run"] <= 4 and len(on_disk["history"]) == eff["epochs_run"]
+    assert eff["best_epoch"] in [h["epoch"] for h in on_disk["history"]]
+    assert eff["train_time_s"] > 0 and eff["test_time_s"] > 0
+    assert on_disk["val"]["best"]["val/loss"] == min(h["val/loss"] for h in on_disk["history"])
+    assert on_disk["data"]["split_sizes"] == {"train": 192, "val": 48, "test": 80}
+    assert on_disk["config"]["model"]["name"] == "skip"
+    assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "csv" / "metrics.csv").is_file()
+
+
+def test_test_split_scored_with_best_checkpoint(trained, synthetic_root):
+    out, results = trained
+    from bloodcls.module import BloodCellClassifier
+
+    model = BloodCellClassifier.load_from_checkpoint(out / "checkpoints" / "best.ckpt", map_location="cpu").eval()
+    from bloodcls.data import BloodMNISTDataModule
+
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28)
+    dm.setup()
+    x, y = dm.splits["test"]
+    with torch.no_grad():
+        pred = model(dm.prepare_batch(x, train=False)).argmax(1)
+    assert pred.tolist() == results["test"]["predictions"]
+
+
+def test_wandb_offline_run_keeps_summary(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train(["model=inception", "data.img_size=28", f"data.root={synthetic_root}",
+                         "trainer.max_epochs=1", "logger=wandb", *FAST], output_dir=tmp_path)
+    results = train(cfg, output_dir=tmp_path, group="pytest-group")
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # Offline, wandb-core keeps everything in its transaction log until `wandb sync`: look for the records.
+    blob = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in ("test/acc", "test/f1/monocyte", "efficiency/params_trainable", "efficiency/macs",
+                "test/confusion_matrix_table", "pytest-group", "bloodcls.module.BloodCellClassifier"):
+        assert key.encode() in blob, key
+    assert results["summary"]["efficiency/params_trainable"] == 36_828
+    assert results["wandb"]["id"] == runs[0].name.rsplit("-", 1)[-1]
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # a CSV log is always written
+
+
+@pytest.mark.slow
+def test_cli_multirun_two_jobs(synthetic_root, tmp_path):
+    proc = run_cli("train.py", "-m", "model=inception,hybrid", "data.img_size=28", f"data.root={synthetic_root}",
+                   "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(tmp_path.glob("multiruns/*/*/*/results.json"))
+    assert len(results) == 2
+    assert {json.loads(p.read_text())["model"] for p in results} == {"inception", "hybrid"}
+    assert results[0].parent.parent == results[1].parent.parent  # one sweep folder, one subfolder per job
+
+
+def test_cli_missing_data_offline(tmp_path):
+    proc = run_cli("train.py", "experiment=baseline_64", f"data.root={tmp_path}", "data.download=false",
+                   "logger=none", f"paths.log_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2
+    assert "bloodmnist_64.npz not found" in proc.stderr and "zenodo.org" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_unknown_model(tmp_path):
+    proc = run_cli("train.py", "model=resnet", f"paths.log_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "Could not find 'model/resnet'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not (SHARED_DATA / "make_bloodmnist.py").is_file(), reason="../shared/data is absent")
+def test_real_images_two_epochs(tmp_path):
+    root = tmp_path / "real"
+    subprocess.run([sys.executable, str(SHARED_DATA / "make_bloodmnist.py"), "--root", str(root), "--sizes", "64",
+                    "--limit-per-class", "20"], check=True, capture_output=True, timeout=300)
+    cfg = compose_train(["model=skip", "data.img_size=64", f"data.root={root}", "trainer.max_epochs=2", "logger=csv",
+                         "data.batch_size=16", "model.optimizer.lr=1e-3", "model.bn_momentum=0.5",
+                         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"], output_dir=tmp_path / "run")
+    results = train(cfg, output_dir=tmp_path / "run")
+    assert results["data"]["split_sizes"] == {"train": 160, "val": 160, "test": 160}
+    assert results["test"]["acc"] > 0.35  # chance is 0.125

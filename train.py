@@ -1,0 +1,34 @@
+"""Train one of the study's models: `python train.py model=inception`, `python train.py experiment=skip`,
+or sweep with Hydra multirun: `python train.py -m model=baseline,unet,inception,skip,hybrid`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from bloodcls.config import CONFIG_DIR, register_resolvers, route_library_logs
+from bloodcls.errors import report_user_errors
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    from bloodcls.training import train
+
+    route_library_logs()
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    group = Path(hc.sweep.dir).name if multirun else cfg.experiment_name
+    results = train(cfg, output_dir=hc.runtime.output_dir, group=group)
+    # The value an Optuna sweeper optimises: best validation macro-F1 (never a test score).
+    return results["val"]["best"].get("val/f1")
+
+
+if __name__ == "__main__":
+    main()
