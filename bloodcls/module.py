@@ -63,6 +63,8 @@ class BloodCellClassifier(L.LightningModule):
         self.scheduler_factory = scheduler if scheduler is not None else default_scheduler
         self.monitor = monitor
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
+        self.register_buffer("_finite", torch.tensor(True), persistent=False)
+        self.finite_check_every = 50
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test")})
@@ -91,17 +93,24 @@ class BloodCellClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y, weight=self.class_weights)
-        if not torch.isfinite(loss.detach()):
-            raise NonFiniteLossError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}: "
-                "training diverged and was stopped. The last good checkpoint (last.ckpt, end of the last "
-                "finished epoch) is kept. Lower the learning rate (model.optimizer.lr=...), check the "
-                "input data for NaNs, or use trainer.precision=32-true."
-            )
+        self._finite &= torch.isfinite(loss.detach())  # no host sync here: checked in on_train_batch_end
         self.train_acc(logits.detach(), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Stop on a NaN/inf loss. On the GPU the check syncs only every few steps and on the epoch's
+        last batch, which still runs before the epoch-end checkpoint, so no bad weights are saved."""
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if self._finite.device.type == "cpu" or last or batch_idx % self.finite_check_every == 0:
+            if not bool(self._finite):
+                raise NonFiniteLossError(
+                    f"The training loss became NaN or infinite in epoch {self.current_epoch} (by batch {batch_idx}): "
+                    "training diverged and was stopped. The last good checkpoint (last.ckpt, end of the last "
+                    "finished epoch) is kept. Lower the learning rate (model.optimizer.lr=...), check the "
+                    "input data for NaNs, or use trainer.precision=32-true."
+                )
 
     def _eval_step(self, stage: str, batch) -> None:
         x, y = batch

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -73,7 +74,12 @@ def test_wandb_offline_run_keeps_summary(synthetic_root, tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     # Offline, wandb-core keeps everything in its transaction log until `wandb sync`: look for the records.
-    blob = next(runs[0].glob("run-*.wandb")).read_bytes()
+    # Its service process flushes that log asynchronously after wandb.finish(), so give it a moment.
+    log_file = next(runs[0].glob("run-*.wandb"))
+    deadline = time.time() + 60
+    while b"efficiency/params_trainable" not in log_file.read_bytes() and time.time() < deadline:
+        time.sleep(0.5)
+    blob = log_file.read_bytes()
     for key in ("test/acc", "test/f1/monocyte", "efficiency/params_trainable", "efficiency/macs",
                 "test/confusion_matrix_table", "pytest-group", "bloodcls.module.BloodCellClassifier"):
         assert key.encode() in blob, key

@@ -1,0 +1,107 @@
+"""The fast data path inside a real Trainer: coverage, no eval augmentation/shuffling, parity with the plain path."""
+
+from collections import defaultdict
+
+import lightning as L
+import pytest
+import torch
+
+from bloodcls.bench import main as bench_main
+from bloodcls.data import BloodMNISTDataModule
+from bloodcls.module import BloodCellClassifier
+
+
+class Recorder(BloodCellClassifier):
+    """Keeps what each step was fed."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = defaultdict(list)
+
+    def training_step(self, batch, batch_idx):
+        self.seen[("train", self.current_epoch)].append(batch[0].detach().double().sum(dim=(1, 2, 3)))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.seen[("val", self.current_epoch)].append(batch[0].detach().clone())
+        return super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        self.seen[("test", 0)].append(batch[0].detach().clone())
+        return super().test_step(batch, batch_idx)
+
+
+def _trainer(epochs=2):
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+def _as_float(images):
+    return images.permute(0, 3, 1, 2).float() / 255
+
+
+def test_tensor_loader_in_a_trainer(synthetic_root):
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=False, on_device="true")
+    model = Recorder(name="inception", img_size=28)
+    _trainer(2).fit(model, datamodule=dm)
+    train_sums = _as_float(dm.splits["train"][0]).double().sum(dim=(1, 2, 3))
+    orders = []
+    for epoch in range(2):
+        seen = torch.cat(model.seen[("train", epoch)])
+        assert len(seen) == len(train_sums)  # every sample, once
+        assert torch.allclose(seen.sort().values, train_sums.sort().values)
+        orders.append(seen)
+    assert not torch.equal(orders[0], orders[1])  # reshuffled between epochs
+
+
+def test_val_and_test_are_neither_augmented_nor_shuffled(synthetic_root):
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=True)
+    model = Recorder(name="skip", img_size=28)
+    trainer = _trainer(2)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    expected = _as_float(dm.splits["val"][0])
+    for epoch in range(2):
+        assert torch.equal(torch.cat(model.seen[("val", epoch)]), expected)
+    assert torch.equal(torch.cat(model.seen[("test", 0)]), _as_float(dm.splits["test"][0]))
+
+
+def test_both_paths_give_the_same_validation_loss(synthetic_root):
+    torch.manual_seed(0)
+    model = BloodCellClassifier(name="hybrid", img_size=28)
+    losses = {}
+    for loader in ("tensor", "torch"):
+        dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, loader=loader, num_workers=0,
+                                  eval_batch_size=32)
+        (out,) = _trainer().validate(model, datamodule=dm, verbose=False)
+        losses[loader] = out
+    assert losses["tensor"]["val/loss"] == pytest.approx(losses["torch"]["val/loss"], rel=1e-5)
+    assert losses["tensor"]["val/acc"] == losses["torch"]["val/acc"]
+
+
+def test_channels_last_fast_path_matches(synthetic_root):
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, channels_last=True)
+    dm.setup()
+    x = dm.prepare_batch(dm.splits["val"][0][:8], train=False)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    a = BloodCellClassifier(name="skip", img_size=28).eval()
+    b = BloodCellClassifier(name="skip", img_size=28, channels_last=True).eval()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(a(x.contiguous()), b(x), atol=1e-5)
+
+
+def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys):
+    report = bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
+                         "--reps", "2", "--warmup", "1", "--workers", "1", "--json", str(tmp_path / "b.json")])
+    (row,) = report["experiments"]
+    assert set(row["paths"]) == {"plain", "fast"}
+    for p in row["paths"].values():
+        assert p["train_images_per_s"] > 0 and p["infer_images_per_s"] > 0 and len(p["reps_train_images_per_s"]) == 2
+    assert row["speedup_train"] == pytest.approx(
+        row["paths"]["fast"]["train_images_per_s"] / row["paths"]["plain"]["train_images_per_s"])
+    assert "torch_grid_sample" in row["augmentation_ms_per_batch"]
+    printed = capsys.readouterr().out
+    assert "| inception | plain |" in printed and "| inception | fast |" in printed and "fast/plain training" in printed
+    assert (tmp_path / "b.json").is_file()
