@@ -1,5 +1,6 @@
 # Quick start:  make train   (set up .venv, then train; Hydra overrides via ARGS="...")
 #               make test    (set up .venv, then run the test suite)
+#               make sweep   (the study's seven experiments x three seeds, then a report)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ SIZES  ?= 28 64 128
 SHARED ?= ../shared/data
 DATA_ROOT ?= $(HOME)/.medmnist
 
-.PHONY: venv train test lint data clean
+.PHONY: venv train sweep test lint data clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +27,9 @@ data: venv
 
 train: venv data
 	$(BIN)/python train.py $(ARGS)
+
+sweep: venv data
+	$(BIN)/python sweep.py $(ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -q $(ARGS)

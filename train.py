@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> float | None:
     route_library_logs()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    group = Path(hc.sweep.dir).name if multirun else cfg.experiment_name
+    group = cfg.get("group") or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
     results = train(cfg, output_dir=hc.runtime.output_dir, group=group)
     # The value an Optuna sweeper optimises: best validation macro-F1 (never a test score).
     return results["val"]["best"].get("val/f1")

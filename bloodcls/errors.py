@@ -29,6 +29,8 @@ def report_user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as err:
+            if logging.getLogger().handlers:  # under Hydra: keep the reason in the run's log file too
+                log.error("%s", err)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 

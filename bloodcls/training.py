@@ -99,7 +99,8 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
     callbacks += [EpochSeed(cfg.seed), history]
-    if cfg.get("logger") and "wandb" in cfg.logger and cfg.logger.wandb is not None and group:
+    wandb_cfg = cfg.logger.get("wandb") if cfg.get("logger") else None
+    if wandb_cfg is not None and group and not wandb_cfg.get("group"):
         OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

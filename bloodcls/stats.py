@@ -1,0 +1,42 @@
+"""Small statistics for comparing runs over seeds: mean ± std and paired significance tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided paired t-test p-value over seeds (None with fewer than two pairs or no variance)."""
+    if len(a) < 2 or len(a) != len(b):
+        return None
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    if np.allclose(diff, diff[0]):
+        return None if diff[0] == 0 else 0.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
+    """Exact McNemar test on paired predictions of the same test images.
+
+    Only discordant pairs matter: ``b01`` images that A got right and B wrong, ``b10`` the reverse;
+    under the null both are Binomial(b01 + b10, 1/2).
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar needs predictions of the same images by both models")
+    b01, b10 = int((a & ~b).sum()), int((~a & b).sum())
+    n = b01 + b10
+    p = 1.0 if n == 0 else float(stats.binomtest(b01, n, 0.5).pvalue)
+    return {"a_only": b01, "b_only": b10, "n_pairs": int(a.size), "pvalue": p}

@@ -1,0 +1,190 @@
+"""`sweep.py`: the study's experiments over several seeds as one Hydra multirun of `train.py`, then a report.
+
+The multirun runs in a child process, so a crashing or killed job (or Ctrl-C) never takes the report
+down with it: whatever finished is reported and what did not is listed with its error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from bloodcls.config import CONFIG_DIR
+from bloodcls.errors import UserError
+from bloodcls.report import PLAN_FILE, build_report, markdown, write_tables
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report")
+
+
+def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
+    """Split Hydra-style arguments into sweep settings and overrides for every training job."""
+    settings = OmegaConf.load(Path(CONFIG_DIR) / "sweep.yaml")
+    parser = OverridesParser.create()
+    train_overrides = []
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in SWEEP_KEYS:
+            try:
+                value = parser.parse_override(arg).value()
+            except Exception as err:
+                raise UserError(f"Cannot parse sweep argument {arg!r}: {err}") from None
+            settings[key] = value
+        else:
+            train_overrides.append(arg)
+    return settings, train_overrides
+
+
+def known_experiments() -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for o in overrides:
+        if o.split("=", 1)[0].lstrip("+~") == key:
+            return o.split("=", 1)[1]
+    return None
+
+
+def sweep_folder(settings: DictConfig, overrides: list[str]) -> Path:
+    if settings.dir:
+        return Path(settings.dir)
+    log_dir = Path(_override_value(overrides, "paths.log_dir") or "outputs")
+    name = settings.name or f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+    return log_dir / "sweeps" / name
+
+
+def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> list[str]:
+    exps, seeds = list(settings.experiments), list(settings.seeds)
+    total = len(exps) * len(seeds)
+    return [
+        sys.executable, str(REPO / "train.py"), "-m",
+        f"experiment={','.join(exps)}", f"seed={','.join(str(s) for s in seeds)}",
+        f"hydra.sweep.dir={sweep_dir / 'runs'}",
+        f"group={sweep_dir.name}",
+        "+hydra.callbacks.progress._target_=bloodcls.progress.SweepProgress",
+        f"+hydra.callbacks.progress.total={total}",
+        f"+hydra.callbacks.progress.started={time.time():.3f}",
+        *overrides,
+    ]
+
+
+def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> dict[str, Any]:
+    unknown = [e for e in settings.experiments if e not in known_experiments()]
+    if unknown:
+        raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} "
+                        "(conf/experiment/). Example: `python sweep.py experiments=[baseline_64,skip] seeds=[0,1]`.")
+    if not settings.seeds or not settings.experiments:
+        raise UserError("Nothing to run: experiments=[...] and seeds=[...] must both be non-empty.")
+    if (sweep_dir / "runs").exists():
+        raise UserError(f"{sweep_dir} already holds a sweep; pick another name= (runs are never overwritten), "
+                        f"or rebuild its report with `python sweep.py report_only=true dir={sweep_dir}`.")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(settings, overrides, sweep_dir)
+    plan = {"experiments": list(settings.experiments), "seeds": list(settings.seeds), "overrides": overrides,
+            "command": shlex.join(cmd), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=2))
+    total = len(plan["experiments"]) * len(plan["seeds"])
+    print(f"[sweep] {total} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}) -> {sweep_dir}",
+          flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT: let it stop its jobs, then report
+        print("[sweep] interrupted: waiting for the running job to stop, then reporting what finished", flush=True)
+        returncode = proc.wait()
+    plan.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                train_wall_s=time.perf_counter() - t0, returncode=returncode)
+    (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=2))
+    print(f"[sweep] training finished in {plan['train_wall_s']:.0f} s (exit status {returncode})", flush=True)
+    return plan
+
+
+def score_robustness(sweep_dir: Path) -> None:
+    """Run the shift suite on every finished run that has not been scored yet."""
+    try:
+        from bloodcls import robustness
+    except ImportError:
+        raise UserError("robustness=true needs the shift suite (bloodcls.robustness), which this install lacks.") from None
+    for job in sorted((sweep_dir / "runs").glob("*/")):
+        if (job / "results.json").is_file() and not (job / "robustness" / "robustness.json").is_file():
+            print(f"[sweep] shift suite: {job.name}", flush=True)
+            robustness.run_folder(job)
+
+
+def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
+    """The report's tables (and figures) in a W&B summary run of the sweep's group."""
+    logger = _override_value(overrides, "logger")
+    if logger not in (None, "wandb"):
+        return None
+    import wandb
+
+    from bloodcls.loggers import resolve_wandb_mode
+
+    mode = resolve_wandb_mode(_override_value(overrides, "logger.wandb.mode") or "auto")
+    run = wandb.init(project=_override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
+                     job_type="report", name=f"{rep.sweep_dir.name}-report", dir=str(rep.sweep_dir), mode=mode,
+                     config={"plan": rep.plan})
+    for name, rows in rep.tables.items():
+        if rows:
+            cols = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
+            run.log({f"report/{name}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+    for title, file in figures.items():
+        run.log({f"report/figures/{title}": wandb.Image(str(fig_dir / file))})
+    run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
+                        rep.significance.items() if isinstance(v, (int, float, str, bool))}})
+    run_id = run.id
+    wandb.finish()
+    return run_id
+
+
+def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:
+    from bloodcls.figures import write_figures
+
+    rep = build_report(sweep_dir)
+    write_tables(rep, sweep_dir)
+    figures = write_figures(rep, sweep_dir / "figures")
+    text = markdown(rep, {k: f"figures/{v}" for k, v in figures.items()})
+    (sweep_dir / "report.md").write_text(text)
+    if wandb_report:
+        try:
+            log_report_to_wandb(rep, figures, sweep_dir / "figures", overrides or rep.plan.get("overrides", []))
+        except Exception as err:  # the report on disk matters more than its copy on W&B
+            log.warning("could not log the report to W&B: %s", err)
+    return sweep_dir / "report.md"
+
+
+def main(argv: list[str]) -> int:
+    settings, overrides = parse_args(argv)
+    if settings.report_only:
+        if not settings.dir:
+            raise UserError("report_only=true needs dir=<sweep folder> (e.g. outputs/sweeps/<name>).")
+        sweep_dir = Path(settings.dir)
+        if not (sweep_dir / "runs").is_dir() and not (sweep_dir / PLAN_FILE).is_file():
+            raise UserError(f"{sweep_dir} is not a sweep folder (no runs/ or {PLAN_FILE}); point dir= at "
+                            "outputs/sweeps/<name>.")
+        returncode = 0
+    else:
+        sweep_dir = sweep_folder(settings, overrides)
+        returncode = run_training(settings, overrides, sweep_dir)["returncode"]
+    if settings.robustness:
+        score_robustness(sweep_dir)
+    report = write_report(sweep_dir, overrides if not settings.report_only else None, bool(settings.wandb_report))
+    rep_json = json.loads((sweep_dir / "report.json").read_text())
+    unfinished = [r for r in rep_json["runs"] if r["status"] != "completed"] + rep_json["missing"]
+    print(f"[sweep] report: {report}" + (f" ({len(unfinished)} job(s) did not finish; listed there)" if unfinished else ""))
+    return 1 if (unfinished or returncode) else 0

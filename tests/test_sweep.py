@@ -1,0 +1,139 @@
+"""sweep.py: a tiny real sweep on synthetic data, and report-only mode on hand-made run folders."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bloodcls.data import CLASS_NAMES
+from bloodcls.report import build_report
+from bloodcls.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.sweeping import main as sweep_main
+from bloodcls.sweeping import parse_args
+from tests.conftest import FAST
+from tests.helpers import run_cli
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweeps")
+    proc = run_cli("sweep.py", "experiments=[baseline_64,inception]", "seeds=[0,1]", "trainer.max_epochs=1",
+                   f"data.root={synthetic_root}", "data.img_size=28", "logger=csv", f"paths.log_dir={out}",
+                   "name=tiny", *FAST)
+    return proc, out / "sweeps" / "tiny"
+
+
+def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
+    proc, sweep_dir = tiny_sweep
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[sweep] job 4/4" in proc.stdout and "elapsed" in proc.stdout
+    text = (sweep_dir / "report.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| baseline_64 |") or ln.startswith("| inception |")]
+    assert len(rows) == 2 * 3  # performance, macro and per-class tables
+    perf = [ln for ln in rows if " ± " in ln]
+    assert perf and all("| 2 |" in ln for ln in perf[:2])  # two seeds each
+    assert "CPU" in text and "MD5" in text and "commit" in text
+    for name in ("acc_vs_params", "acc_vs_macs", "per_class_f1", "confusion_best", "curves", "sample_predictions"):
+        _assert_png(sweep_dir / "figures" / f"{name}.png")
+
+
+def test_tables_agree_with_each_run(tiny_sweep):
+    _, sweep_dir = tiny_sweep
+    results = [json.loads(p.read_text()) for p in sorted((sweep_dir / "runs").glob("*/results.json"))]
+    assert len(results) == 4
+    with open(sweep_dir / "performance.csv") as fh:
+        perf = {r["experiment"]: r for r in csv.DictReader(fh)}
+    report = json.loads((sweep_dir / "report.json").read_text())
+    by_exp = {r["experiment"]: r for r in report["tables"]["performance"]}
+    for exp in ("baseline_64", "inception"):
+        accs = [100 * r["test"]["acc"] for r in results if r["experiment"] == exp]
+        mean, std = mean_std(accs)
+        assert float(perf[exp]["acc_mean"]) == pytest.approx(mean)
+        assert by_exp[exp]["acc_mean"] == pytest.approx(mean) and by_exp[exp]["acc_std"] == pytest.approx(std)
+        params = {r["efficiency"]["params_trainable"] for r in results if r["experiment"] == exp}
+        assert float(perf[exp]["params_m"]) == pytest.approx(params.pop() / 1e6)
+    with open(sweep_dir / "per_class_f1.csv") as fh:
+        pc = {r["experiment"]: r for r in csv.DictReader(fh)}
+    f1 = [r["test"]["scores"]["test/f1/monocyte"] for r in results if r["experiment"] == "inception"]
+    assert float(pc["inception"]["monocyte"]) == pytest.approx(sum(f1) / len(f1))
+
+
+def _fake_run(folder: Path, exp: str, seed: int, acc: float, preds: list[int], labels: list[int]) -> None:
+    folder.mkdir(parents=True)
+    cm = [[0] * 8 for _ in range(8)]
+    for p, y in zip(preds, labels, strict=True):
+        cm[y][p] += 1
+    scores = {"test/acc": acc, "test/precision": acc, "test/recall": acc, "test/f1": acc}
+    scores.update({f"test/f1/{c}": acc for c in CLASS_NAMES})
+    (folder / "results.json").write_text(json.dumps({
+        "status": "completed", "experiment": exp, "seed": seed,
+        "test": {"acc": acc, "f1": acc, "scores": scores, "confusion_matrix": cm, "predictions": preds,
+                 "labels": labels},
+        "efficiency": {"params_trainable": 36828, "memory_mib": 0.14, "macs": 61.2e6, "epochs_run": 3,
+                       "train_time_s": 10.0, "test_time_s": 1.0},
+        "history": [{"epoch": 0, "train/loss": 1.0, "val/loss": 1.2, "train/acc": 0.5, "val/acc": 0.4}],
+        "data": {"path": "/nonexistent.npz", "md5": "abc"},
+        "environment": {"device": "Fake GPU", "commit": "deadbeef", "date": "2026-01-01T00:00:00+00:00"},
+    }))
+
+
+def test_report_only_with_a_failed_job(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    labels = [i % 8 for i in range(40)]
+    right = list(labels)
+    wrong_10 = [(y + 1) % 8 if i < 10 else y for i, y in enumerate(labels)]
+    wrong_2 = [(y + 1) % 8 if i < 2 else y for i, y in enumerate(labels)]
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"experiments": ["skip", "inception", "unet"], "seeds": [0, 1]}))
+    _fake_run(sweep / "runs" / "0_skip_s0", "skip", 0, 1.0, right, labels)
+    _fake_run(sweep / "runs" / "1_skip_s1", "skip", 1, 0.95, wrong_2, labels)
+    _fake_run(sweep / "runs" / "2_inception_s0", "inception", 0, 0.75, wrong_10, labels)
+    _fake_run(sweep / "runs" / "3_inception_s1", "inception", 1, 0.75, wrong_10, labels)
+    failed = sweep / "runs" / "4_unet_s0"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("experiment_name: unet\nseed: 0\n")
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "error": "CUDA out of memory"}))
+
+    code = sweep_main(["report_only=true", f"dir={sweep}", "wandb_report=false"])
+    assert code == 1  # a job did not finish
+    text = (sweep / "report.md").read_text()
+    assert "97.50 ± 3.54" in text  # skip: 100 and 95
+    assert "75.00 ± 0.00" in text
+    assert "| 4_unet_s0 | unet | 0 | failed | CUDA out of memory |" in text
+    assert "| – | unet | 1 | not started |" in text
+    rep = build_report(sweep)
+    sig = rep.significance
+    assert (sig["best"], sig["runner_up"]) == ("skip", "inception")
+    assert sig["mcnemar"]["a_only"] == 18 and sig["mcnemar"]["b_only"] == 0 and sig["significant"]
+    assert "McNemar" in text and "Paired t-test" in text
+    assert "[sweep] report:" in capsys.readouterr().out
+
+
+def test_statistics_helpers():
+    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2)))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert paired_t_test([0.9], [0.8]) is None
+    assert paired_t_test([0.90, 0.92, 0.91], [0.80, 0.83, 0.81]) < 0.01
+    res = mcnemar([True] * 10 + [False] * 2, [False] * 10 + [True] * 2)
+    assert (res["a_only"], res["b_only"]) == (10, 2) and res["pvalue"] == pytest.approx(0.0386, abs=1e-3)
+
+
+def test_sweep_arguments_split():
+    settings, overrides = parse_args(["experiments=[skip,unet]", "seeds=[3]", "trainer.max_epochs=1", "logger=csv"])
+    assert list(settings.experiments) == ["skip", "unet"] and list(settings.seeds) == [3]
+    assert overrides == ["trainer.max_epochs=1", "logger=csv"]
+
+
+def test_unknown_experiment_is_a_clear_error(tmp_path):
+    proc = run_cli("sweep.py", "experiments=[resnet]", f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 2 and "Unknown experiment(s) ['resnet']" in proc.stderr
+    assert "Traceback" not in proc.stderr
