@@ -26,8 +26,8 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     group = cfg.get("group") or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
     results = train(cfg, output_dir=hc.runtime.output_dir, group=group)
-    # The value an Optuna sweeper optimises: best validation macro-F1 (never a test score).
-    return results["val"]["best"].get("val/f1")
+    # The value a sweeper optimises (best-epoch validation macro-F1 by default; never a test score).
+    return results["val"]["best"].get(cfg.get("optimized_metric") or "val/f1")
 
 
 if __name__ == "__main__":

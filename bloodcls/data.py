@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from medmnist.info import DEFAULT_ROOT, HOMEPAGE, INFO
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bloodcls.augmentation import GeometricAugment, per_sample_transforms
 from bloodcls.errors import DataError
@@ -180,13 +180,49 @@ def class_weights(labels: np.ndarray | torch.Tensor, num_classes: int = NUM_CLAS
     return weights.float()
 
 
+class ShardSampler(Sampler[int]):
+    """This rank's sample order for an epoch: a permutation drawn from ``seed`` and the epoch number
+    (or the plain order), then every ``world_size``-th sample from ``rank``.
+
+    Drawing from (seed, epoch) makes a resumed run see the same order as an uninterrupted one.
+    Under DDP, training shards are cut to equal length (every rank must run the same number of
+    steps); evaluation shards are not padded, so no sample is counted twice (Lightning's own
+    DistributedSampler pads with duplicates, hence ``use_distributed_sampler: false``).
+    """
+
+    def __init__(self, n: int, shuffle: bool = False, seed: int = 0, epoch_fn: Callable[[], int] | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.epoch_fn = epoch_fn or (lambda: 0)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        if self.world_size == 1:
+            return self.n
+        if self.shuffle:
+            return self.n // self.world_size
+        return len(range(self.rank, self.n, self.world_size))
+
+    @property
+    def contiguous(self) -> bool:
+        return not self.shuffle and self.world_size == 1
+
+    def order(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.epoch_fn()))
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size][: len(self)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+
 class TensorBatches:
     """Batches as index slices of in-memory tensors (images N x S x S x 3 uint8), no worker processes.
 
-    Shuffled loaders draw a fresh permutation per epoch from ``seed`` and the epoch number, so a
-    resumed run sees the same order. Under DDP each rank takes every ``world_size``-th sample:
-    training shards are cut to equal length (every rank must run the same number of steps);
-    evaluation shards are not padded, so no sample is counted twice.
+    The order comes from a :class:`ShardSampler`; the gather runs on the tensors' device.
     """
 
     def __init__(
@@ -202,39 +238,15 @@ class TensorBatches:
         world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.epoch_fn = seed, epoch_fn or (lambda: 0)
-        self.rank, self.world_size = rank, world_size
-
-    def _num_samples(self) -> int:
-        n = len(self.labels)
-        if self.world_size == 1:
-            return n
-        if self.shuffle:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.shard = ShardSampler(len(labels), shuffle, seed, epoch_fn, rank, world_size)
 
     def __len__(self) -> int:
-        m = self._num_samples()
+        m = len(self.shard)
         return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
 
-    def indices(self) -> torch.Tensor | None:
-        """This rank's sample order for the current epoch (None: plain contiguous order)."""
-        n = len(self.labels)
-        if not self.shuffle and self.world_size == 1:
-            return None
-        if self.shuffle:
-            g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.epoch_fn()))
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        order = order[self.rank :: self.world_size]
-        return order[: self._num_samples()]
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.indices()
-        if order is not None:
-            order = order.to(self.images.device)
+        order = None if self.shard.contiguous else self.shard.order().to(self.images.device)
         for b in range(len(self)):
             lo, hi = b * self.batch_size, (b + 1) * self.batch_size
             if order is None:
@@ -345,12 +357,14 @@ class BloodMNISTDataModule(L.LightningDataModule):
             self.setup()
         images, labels = self.splits[split]
         batch_size = self.batch_size if train else self.eval_batch_size
+        rank, world = self._rank_world()
         if self.loader == "tensor":
-            rank, world = self._rank_world()
             return TensorBatches(images, labels, batch_size, shuffle=train, seed=self.seed,
                                  epoch_fn=self._epoch, rank=rank, world_size=world)
         dataset = ArrayDataset(images.cpu(), labels.cpu(), per_sample_transforms(self.img_size, train and self.augment))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=self.num_workers,
+        sampler = ShardSampler(len(labels), shuffle=train, seed=self.seed, epoch_fn=self._epoch, rank=rank,
+                               world_size=world)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):

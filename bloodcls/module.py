@@ -138,9 +138,11 @@ class BloodCellClassifier(L.LightningModule):
         scores = {f"{stage}/loss": float(loss), **flatten_scores(computed, self.class_names, stage)}
         self.confusion[stage] = computed["confmat"].long().tolist()
         self.scores[stage] = scores
-        # States were synced across ranks by compute(); every rank logs the same value.
+        # States were synced across ranks by compute(), so every rank holds the same values; the
+        # (cheap) sync_dist only tells Lightning so.
+        sync = self.trainer.world_size > 1
         for key, value in scores.items():
-            self.log(key, value, prog_bar=key in (f"{stage}/loss", f"{stage}/acc"))
+            self.log(key, value, prog_bar=key in (f"{stage}/loss", f"{stage}/acc"), sync_dist=sync)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -150,8 +152,23 @@ class BloodCellClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
-        if self._test_preds:
-            self.test_predictions = torch.cat(self._test_preds).cpu().tolist()
+        preds = torch.cat(self._test_preds) if self._test_preds else torch.empty(0, dtype=torch.long, device=self.device)
+        if self.trainer.world_size > 1:
+            preds = self._gather_shards(preds)
+        self.test_predictions = preds.cpu().tolist()
+
+    def _gather_shards(self, local: torch.Tensor) -> torch.Tensor:
+        """Reassemble per-rank predictions in dataset order. Evaluation shards are ``rank::world_size``
+        slices without padding (``bloodcls.data.ShardSampler``), so sizes differ by at most one."""
+        world = self.trainer.world_size
+        sizes = self.all_gather(torch.tensor([len(local)], device=self.device)).reshape(world)
+        padded = torch.full((int(sizes.max()),), -1, dtype=local.dtype, device=self.device)
+        padded[: len(local)] = local
+        gathered = self.all_gather(padded).reshape(world, -1)
+        out = torch.empty(int(sizes.sum()), dtype=local.dtype, device=self.device)
+        for rank in range(world):
+            out[rank::world] = gathered[rank, : int(sizes[rank])]
+        return out
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -109,17 +109,25 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     for lg in loggers:
         lg.log_hyperparams(resolved)
 
-    t0 = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit_wall = time.perf_counter() - t0
+    fit_wall = 0.0
+    if cfg.get("train", True):
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_wall = time.perf_counter() - t0
+    elif not cfg.get("ckpt_path"):
+        raise UserError("train=false scores an existing model: give its checkpoint with ckpt_path=<file.ckpt>.")
     # trainer.test(ckpt_path=...) restores callback states from that checkpoint: keep the full history.
     epochs = [dict(r) for r in history.epochs]
 
     ckpt = _checkpoint_callback(callbacks)
     best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-    t0 = time.perf_counter()
-    trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-    test_time = time.perf_counter() - t0
+    if not cfg.get("train", True):
+        best_path = cfg.ckpt_path
+    test_time = 0.0
+    if cfg.get("test", True):  # off in hyper-parameter searches: they must never see the test split
+        t0 = time.perf_counter()
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        test_time = time.perf_counter() - t0
 
     eff = efficiency(build_model(cfg.model.name, img_size=cfg.data.img_size, num_classes=datamodule.num_classes),
                      cfg.data.img_size)
@@ -167,8 +175,9 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
             _log_summary_to_wandb(wb, results, datamodule.class_names)
             write_json(output_dir / RESULTS_FILE, results)
     finish_wandb(loggers)
-    log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
-             output_dir / RESULTS_FILE)
+    if trainer.is_global_zero:
+        log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
+                 output_dir / RESULTS_FILE)
     return results
 
 
