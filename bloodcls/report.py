@@ -248,6 +248,10 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     overrides = rep.plan.get("overrides")
     if overrides:
         lines.append(f"- training overrides: `{' '.join(overrides)}`")
+    if rep.plan.get("train_wall_s") is not None:
+        lines.append(f"- wall time of the sweep's training (all jobs, start to end): {rep.plan['train_wall_s']:.0f} s")
+    if rep.plan.get("note"):
+        lines.append(f"- {rep.plan['note']}")
     lines.append("")
 
     lines += ["## Performance and complexity", ""]
