@@ -36,6 +36,7 @@ CHUNK = 512  # images shifted together with one generator (fixed, so results do 
 OUT_DIR = "robustness"
 JSON_FILE = "robustness.json"
 PNG_FILE = "robustness.png"
+EXAMPLES_FILE = "shift_examples.png"
 
 
 # -- the suite ---------------------------------------------------------------------------------------------------
@@ -188,6 +189,32 @@ def plot(result: dict[str, Any], path: str | Path, title: str = "") -> Path:
     return path
 
 
+def plot_examples(image: torch.Tensor, path: str | Path, seed: int = 0) -> Path:
+    """One uint8 S x S x 3 image under every shift at severities 0..5 (to judge what a severity looks like)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = image.permute(2, 0, 1).unsqueeze(0).float().div(255)
+    fig, axes = plt.subplots(len(SHIFTS), 6, figsize=(6 * 1.2, len(SHIFTS) * 1.25), squeeze=False)
+    for r, (name, shift) in enumerate(SHIFTS.items()):
+        for sev in range(6):
+            ax = axes[r][sev]
+            ax.imshow(shift(x, sev, _generator(seed, name, sev, 0))[0].permute(1, 2, 0).cpu().numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if sev == 0:
+                ax.set_ylabel(name, fontsize=7)
+            if r == 0:
+                ax.set_title("clean" if sev == 0 else f"severity {sev}", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # -- runs, checkpoints and data ----------------------------------------------------------------------------------
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -312,6 +339,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true",
                    help="keep an existing robustness.json scored with the same seed, split, shifts and severities")
     p.add_argument("--table", action="store_true", help="print Markdown summary tables grouped by experiment")
+    p.add_argument("--examples", action="store_true",
+                   help="also write shift_examples.png: one test image under every shift and severity")
     return p
 
 
@@ -348,6 +377,8 @@ def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
 
     write_json(out / JSON_FILE, payload)
     name = previous.get("run_name") or run.name
+    if args.examples:
+        plot_examples(images[0], out / EXAMPLES_FILE, seed=args.seed)
     plot(result, out / PNG_FILE, title=f"{name}: clean {100 * result['clean_acc']:.1f} %, "
                                         f"mean under shift {100 * result['mean_acc']:.1f} %")
     return payload

@@ -132,8 +132,9 @@ def test_cli_out_folder_and_table(trained_run, synthetic_root, tmp_path, capsys)
     run, _ = trained_run
     ckpt = run / "checkpoints" / "best.ckpt"
     robustness.main([str(ckpt), str(run), "--data-root", str(synthetic_root), "--no-download", "--out",
-                     str(tmp_path), "--shifts", "jpeg,noise", "--severities", "1", "5", "--table"])
-    assert (tmp_path / run.name / "robustness.json").is_file() and (tmp_path / run.name / "robustness.png").is_file()
+                     str(tmp_path), "--shifts", "jpeg,noise", "--severities", "1", "5", "--table", "--examples"])
+    for name in ("robustness.json", "robustness.png", "shift_examples.png"):
+        assert (tmp_path / run.name / name).is_file()
     table = capsys.readouterr().out
     assert "| recipe |" in table and "| 2 |" in table  # both targets, one recipe
 
