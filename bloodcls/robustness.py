@@ -225,7 +225,7 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from bloodcls.module import BloodCellClassifier
 
     try:
-        module = BloodCellClassifier.load_from_checkpoint(str(checkpoint), map_location="cpu")
+        module = BloodCellClassifier.load_from_checkpoint(str(checkpoint), map_location="cpu", compile=False)
     except Exception as err:  # not a file torch can read, or not one of ours
         raise UserError(f"{checkpoint} is not a bloodcls training checkpoint that can be loaded "
                         f"({type(err).__name__}: {err}). Pass a run folder or its checkpoints/best.ckpt.") from None
