@@ -9,7 +9,7 @@ SIZES  ?= 28 64 128
 SHARED ?= ../shared/data
 DATA_ROOT ?= $(HOME)/.medmnist
 
-.PHONY: venv train sweep test lint data clean
+.PHONY: venv train sweep test lint data clean robust
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,16 @@ train: venv data
 
 sweep: venv data
 	$(BIN)/python sweep.py $(ARGS)
+
+# Robustness (README "Robustness"): the study's recipe and the robust one, three seeds each, then the shift suite.
+# make robust                   baseline_64 vs baseline_64_robust (CPU is fine)
+# make robust ROBUST_EXP=skip   skip vs skip_robust at 128 px (meant for a GPU)
+ROBUST_EXP ?= baseline_64
+ROBUST_DIR := outputs/robust/$(ROBUST_EXP)_$(shell date +%Y-%m-%d_%H-%M-%S)
+robust: venv data
+	$(BIN)/python train.py -m experiment=$(ROBUST_EXP),$(ROBUST_EXP)_robust seed=0,1,2 logger=csv \
+	  trainer.enable_progress_bar=false hydra.sweep.dir=$(ROBUST_DIR) $(ARGS)
+	$(BIN)/python -m bloodcls.robustness $(ROBUST_DIR) --table | tee $(ROBUST_DIR)/robustness_table.md
 
 test: venv
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -82,3 +82,116 @@ def per_sample_transforms(img_size: int, augment: bool) -> v2.Compose:
         ]
     steps.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(steps)
+
+
+# -- robust recipe: photometric augmentation for lab variability (data.augment=robust) -------------------------
+
+REFERENCE_SIZE = 64  # spatial strengths (blur sigma, motion length) are in pixels of a 64 px image
+
+
+def _odd(v: float) -> int:
+    return max(3, 2 * round((v - 1) / 2) + 1)
+
+
+class RandomResample(nn.Module):
+    """Down-sample a random subset to ``scale`` x the side and back (a lower-resolution camera)."""
+
+    def __init__(self, scale: tuple[float, float] = (0.4, 1.0), p: float = 0.15) -> None:
+        super().__init__()
+        self.scale, self.p = tuple(scale), p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pick = (torch.rand(len(x), device=x.device) < self.p).nonzero().flatten().tolist()
+        if not pick:
+            return x
+        out, size = x.clone(), x.shape[-1]
+        lo, hi = self.scale
+        for i in pick:  # a few images per batch, each to its own size
+            small = max(2, round(size * (lo + (hi - lo) * float(torch.rand(())))))
+            low = F.interpolate(x[i : i + 1], size=(small, small), mode="bilinear", antialias=True, align_corners=False)
+            out[i : i + 1] = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+        return out
+
+
+class RandomJPEG(nn.Module):
+    """JPEG-code a random subset at a random quality per image, with torchvision's codec.
+
+    kornia's differentiable ``RandomJPEG`` is about 4x slower on CPU than torchvision's libjpeg codec
+    (and we need no gradient); the codec runs on CPU, so on a GPU only the picked images make the trip.
+    """
+
+    def __init__(self, quality: tuple[int, int] = (20, 95), p: float = 0.25) -> None:
+        super().__init__()
+        self.quality, self.p = (int(quality[0]), int(quality[1])), p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pick = (torch.rand(len(x), device=x.device) < self.p).nonzero().flatten()
+        if len(pick) == 0:
+            return x
+        quality = torch.randint(self.quality[0], self.quality[1] + 1, (len(pick),)).tolist()
+        u8 = x[pick].clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        coded = torch.stack([v2.functional.jpeg(img, q) for img, q in zip(u8, quality, strict=True)])
+        out = x.clone()
+        out[pick] = coded.to(x.device, x.dtype).div(255)
+        return out
+
+
+class PhotometricAugment(nn.Module):
+    """Lab-variability augmentation of the robust recipe, per sample and batched on the batch's device.
+
+    Colour jitter (brightness, contrast, saturation, hue: torchvision's formulas, via kornia), random
+    gamma, Gaussian or motion blur, down-/up-sampling, Gaussian noise and JPEG coding, each applied
+    to a random subset (probability ``*_p``) in the order light -> optics -> sensor -> storage.
+    Runs after :class:`GeometricAugment` on float N x 3 x S x S in [0, 1] and keeps that range.
+    Spatial strengths are in pixels of a 64 px image and scaled with ``img_size``.
+    """
+
+    def __init__(
+        self,
+        img_size: int = REFERENCE_SIZE,
+        brightness: float = 0.3,
+        contrast: float = 0.35,
+        saturation: float = 0.5,
+        hue: float = 0.06,
+        jitter_p: float = 0.8,
+        gamma: tuple[float, float] = (0.6, 1.7),
+        gamma_p: float = 0.3,
+        blur_sigma: tuple[float, float] = (0.3, 1.6),
+        blur_p: float = 0.25,
+        motion_length: tuple[int, int] = (3, 9),
+        motion_p: float = 0.15,
+        resample: tuple[float, float] = (0.4, 1.0),
+        resample_p: float = 0.15,
+        noise_std: float = 0.05,
+        noise_p: float = 0.25,
+        jpeg_quality: tuple[int, int] = (20, 95),
+        jpeg_p: float = 0.25,
+    ) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        s = img_size / REFERENCE_SIZE
+        sigma = (blur_sigma[0] * s, blur_sigma[1] * s)
+        steps: list[nn.Module] = []
+        if jitter_p > 0:
+            steps.append(K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p))
+        if gamma_p > 0:
+            steps.append(K.RandomGamma(tuple(gamma), p=gamma_p))
+        if blur_p > 0:
+            k = min(_odd(2 * math.ceil(3 * sigma[1]) + 1), _odd(img_size - 2))
+            steps.append(K.RandomGaussianBlur((k, k), sigma, p=blur_p))
+        if motion_p > 0:
+            length = (_odd(motion_length[0] * s), _odd(motion_length[1] * s))
+            steps.append(K.RandomMotionBlur(length, 180.0, 0.0, border_type="reflect", p=motion_p))
+        if resample_p > 0:
+            steps.append(RandomResample(tuple(resample), p=resample_p))
+        if noise_p > 0:
+            steps.append(K.RandomGaussianNoise(std=noise_std, p=noise_p))
+        if jpeg_p > 0:
+            steps.append(RandomJPEG(tuple(jpeg_quality), p=jpeg_p))
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            x = step(x).clamp(0, 1)  # noise and bicubic resampling overshoot; the next step expects [0, 1]
+        return x

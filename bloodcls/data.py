@@ -22,7 +22,7 @@ import torch
 from medmnist.info import DEFAULT_ROOT, HOMEPAGE, INFO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bloodcls.augmentation import GeometricAugment, per_sample_transforms
+from bloodcls.augmentation import GeometricAugment, PhotometricAugment, per_sample_transforms
 from bloodcls.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,19 @@ class ArrayDataset(Dataset):
         return img, self.labels[i]
 
 
+def _photometric(augment: bool | str, strengths: dict | None, img_size: int) -> PhotometricAugment | None:
+    """``augment=robust``: the study's geometric augmentation plus :class:`PhotometricAugment`."""
+    if isinstance(augment, str) and augment != "robust":
+        raise DataError(f"data.augment must be true, false or robust, got {augment!r}.")
+    if augment != "robust":
+        return None
+    try:
+        return PhotometricAugment(img_size=img_size, **dict(strengths or {}))
+    except TypeError as err:
+        raise DataError(f"data.photometric has an unknown strength ({err}); see bloodcls.augmentation."
+                        "PhotometricAugment for the names.") from None
+
+
 class BloodMNISTDataModule(L.LightningDataModule):
     """BloodMNIST at 28/64/128/224 px with class weights and batched, training-only augmentation.
 
@@ -288,13 +301,14 @@ class BloodMNISTDataModule(L.LightningDataModule):
         img_size: int = 128,
         batch_size: int = 64,
         eval_batch_size: int = 256,
-        augment: bool = True,
+        augment: bool | str = True,
         download: bool = True,
         loader: str = "tensor",
         on_device: str | bool = "auto",
         num_workers: int = 0,
         channels_last: bool = False,
         seed: int = 0,
+        photometric: dict | None = None,
     ) -> None:
         super().__init__()
         if loader not in ("tensor", "torch"):
@@ -304,6 +318,7 @@ class BloodMNISTDataModule(L.LightningDataModule):
         _check_size(img_size)
         self.root = str(Path(root).expanduser()) if root else default_root()
         self.img_size, self.batch_size, self.eval_batch_size = img_size, batch_size, eval_batch_size
+        self.photometric = _photometric(augment, photometric, img_size)
         self.augment, self.download, self.loader = bool(augment), download, loader
         self.on_device, self.num_workers = str(on_device).lower(), num_workers
         self.channels_last, self.seed = channels_last, seed
@@ -386,6 +401,8 @@ class BloodMNISTDataModule(L.LightningDataModule):
             x = x.permute(0, 3, 1, 2).float().div_(255)  # NHWC storage: already channels_last
             if train and self.augment:
                 x = self.augmenter(x)
+        if train and self.photometric is not None:  # augment=robust: lab variability on top
+            x = self.photometric(x)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=memory_format)
 

@@ -114,16 +114,18 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) ->
     return plan
 
 
-def score_robustness(sweep_dir: Path) -> None:
-    """Run the shift suite on every finished run that has not been scored yet."""
-    try:
-        from bloodcls import robustness
-    except ImportError:
-        raise UserError("robustness=true needs the shift suite (bloodcls.robustness), which this install lacks.") from None
+def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
+    """Run the shift suite on the finished runs (all, or those of the listed experiments) not scored yet."""
+    from bloodcls import robustness
+
     for job in sorted((sweep_dir / "runs").glob("*/")):
-        if (job / "results.json").is_file() and not (job / "robustness" / "robustness.json").is_file():
+        results = job / "results.json"
+        if not results.is_file():
+            continue
+        experiment = json.loads(results.read_text()).get("experiment")
+        if which is True or (isinstance(which, list) and experiment in which):
             print(f"[sweep] shift suite: {job.name}", flush=True)
-            robustness.run_folder(job)
+            robustness.main([str(job), "--reuse"])
 
 
 def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
@@ -182,7 +184,8 @@ def main(argv: list[str]) -> int:
         sweep_dir = sweep_folder(settings, overrides)
         returncode = run_training(settings, overrides, sweep_dir)["returncode"]
     if settings.robustness:
-        score_robustness(sweep_dir)
+        which = settings.robustness
+        score_robustness(sweep_dir, True if which is True else list(which))
     report = write_report(sweep_dir, overrides if not settings.report_only else None, bool(settings.wandb_report))
     rep_json = json.loads((sweep_dir / "report.json").read_text())
     unfinished = [r for r in rep_json["runs"] if r["status"] != "completed"] + rep_json["missing"]

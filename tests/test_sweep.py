@@ -137,3 +137,16 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
     proc = run_cli("sweep.py", "experiments=[resnet]", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2 and "Unknown experiment(s) ['resnet']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_adds_the_shift_suite(tiny_sweep):
+    _, sweep_dir = tiny_sweep
+    sweep_main(["report_only=true", f"dir={sweep_dir}", "robustness=[inception]", "wandb_report=false"])
+    scored = sorted(sweep_dir.glob("runs/*/robustness/robustness.json"))
+    assert [p.parent.parent.name.split("_", 1)[1] for p in scored] == ["inception_s0", "inception_s1"]
+    report = json.loads((sweep_dir / "report.json").read_text())
+    (row,) = report["tables"]["robustness"]
+    payloads = [json.loads(p.read_text()) for p in scored]
+    assert row["experiment"] == "inception" and row["seeds"] == 2
+    assert row["shifted_acc_mean"] == pytest.approx(100 * sum(p["mean_acc"] for p in payloads) / 2)
+    assert "Robustness to lab variability" in (sweep_dir / "report.md").read_text()
