@@ -227,8 +227,9 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
                 ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile))]
     if args.ablate:
         variants += [("fast_fp32", dict(fast=True, bf16=False, channels_last=True, compile=False)),
-                     ("fast_nchw", dict(fast=True, bf16=bf16_ok, channels_last=False, compile=False)),
-                     ("fast_compile", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=True))]
+                     ("fast_nchw", dict(fast=True, bf16=bf16_ok, channels_last=False, compile=False))]
+        if args.compile_ablate:
+            variants.append(("fast_compile", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=True)))
     runners = {name: PathRunner(cfg, device, **kw, **common) for name, kw in variants}
     timed = time_paths(runners, reps=args.reps, warmup=args.warmup, macs=macs)
     results = {name: asdict(res) for name, res in timed.items()}
@@ -274,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the plain path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast path's model")
-    parser.add_argument("--ablate", action="store_true", help="also time fp32 / NCHW / compile variants of the fast path")
+    parser.add_argument("--ablate", action="store_true", help="also time fp32 and NCHW variants of the fast path "
+                        "(and torch.compile with --compile-ablate)")
+    parser.add_argument("--compile-ablate", action="store_true", help="add the torch.compile variant to --ablate")
     parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     parser.add_argument("--json", default=None, help="write the full report here")
     args, overrides = parser.parse_known_args(argv)

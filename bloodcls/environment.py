@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -13,6 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def git_commit(repo: Path = REPO) -> str | None:
+    """The checkout's commit (``-dirty`` with local changes); ``BLOODCLS_COMMIT`` where there is no .git."""
+    if os.environ.get("BLOODCLS_COMMIT"):
+        return os.environ["BLOODCLS_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
