@@ -6,11 +6,14 @@ down with it: whatever finished is reported and what did not is listed with its 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +85,40 @@ def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -
     ]
 
 
+def run_process_group(cmd: list[str], grace_s: float = 60.0) -> int:
+    """Run the multirun in its own process group and pass Ctrl-C / SIGTERM on to the whole group.
+
+    Launchers start workers of their own (joblib, submitit); signalling only the direct child would
+    leave them training and holding the terminal. After a signal the jobs get ``grace_s`` seconds to
+    stop cleanly (Lightning keeps their last checkpoint), then the group is killed.
+    """
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
+    received: list[float] = []
+
+    def forward(signum, _frame) -> None:
+        received.append(time.monotonic())
+        print(f"[sweep] {signal.Signals(signum).name}: stopping the jobs, then reporting what finished", flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                returncode = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if received and time.monotonic() - received[0] > grace_s:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # launcher workers left behind by a stopped job
+            os.killpg(proc.pid, signal.SIGKILL)
+        return returncode
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> dict[str, Any]:
     unknown = [e for e in settings.experiments if e not in known_experiments()]
     if unknown:
@@ -101,12 +138,7 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) ->
     print(f"[sweep] {total} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}) -> {sweep_dir}",
           flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO)
-    try:
-        returncode = proc.wait()
-    except KeyboardInterrupt:  # the child got the same SIGINT: let it stop its jobs, then report
-        print("[sweep] interrupted: waiting for the running job to stop, then reporting what finished", flush=True)
-        returncode = proc.wait()
+    returncode = run_process_group(cmd)
     plan.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 train_wall_s=time.perf_counter() - t0, returncode=returncode)
     (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=2))

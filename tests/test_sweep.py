@@ -150,3 +150,42 @@ def test_report_adds_the_shift_suite(tiny_sweep):
     assert row["experiment"] == "inception" and row["seeds"] == 2
     assert row["shifted_acc_mean"] == pytest.approx(100 * sum(p["mean_acc"] for p in payloads) / 2)
     assert "Robustness to lab variability" in (sweep_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_job_and_still_reports(synthetic_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "sweep.py"), "experiments=[baseline_64,inception]", "seeds=[0,1]", "name=stopped",
+         "trainer.max_epochs=500", "callbacks.early_stopping=null", f"data.root={synthetic_root}", "data.img_size=28",
+         "logger=csv", f"paths.log_dir={tmp_path}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep_dir = tmp_path / "sweeps" / "stopped"
+    deadline = time.time() + 120
+    while not list(sweep_dir.glob("runs/*/csv/metrics.csv")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+
+    def processes() -> list[tuple[int, str]]:
+        rows = subprocess.run(["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True).stdout.splitlines()
+        return [(int(r.split(None, 1)[0]), r.split(None, 1)[1]) for r in rows if len(r.split(None, 1)) == 2]
+
+    (job_group,) = {g for g, args in processes() if "train.py" in args and str(sweep_dir) in args}
+    assert sum(g == job_group for g, _ in processes()) >= 3  # the multirun and its joblib workers
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=150)
+    assert proc.returncode == 1, out[-3000:]  # jobs did not finish, but the sweep reported
+    assert "SIGTERM: stopping the jobs" in out
+    text = (sweep_dir / "report.md").read_text()
+    assert "Jobs that did not finish" in text
+    # nothing of the sweep keeps running, launcher workers included
+    time.sleep(1)
+    assert job_group not in {g for g, _ in processes()}
