@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -10,6 +11,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+log = logging.getLogger(__name__)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -74,3 +78,30 @@ class History(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict.get("epochs", []))
+
+
+class ReplayPlateauStep(Callback):
+    """On resume, take the ReduceLROnPlateau step that Lightning skipped for the checkpoint's epoch.
+
+    ``last.ckpt`` is written at the end of epoch k, before the plateau scheduler sees epoch k's
+    ``val/loss``; the resumed run starts at epoch k+1 and would never show it that value. The value is
+    in the History callback's record of epoch k, which the checkpoint restored.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
+        done = trainer.current_epoch  # epochs finished before this run
+        record = next((r for r in reversed(history.epochs) if r.get("epoch") == done - 1), None) if history else None
+        for config in trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if not isinstance(sched, ReduceLROnPlateau) or config.interval != "epoch" or config.frequency != 1:
+                continue
+            if sched.last_epoch != done - 1:
+                continue  # already stepped for every finished epoch
+            if record is None or config.monitor not in record:
+                log.warning("Resumed run: no recorded %s for epoch %d, the LR scheduler skips that epoch.",
+                            config.monitor, done - 1)
+                continue
+            sched.step(record[config.monitor])
