@@ -62,6 +62,15 @@ def _unsafe_message(path: Path, err: Exception) -> str:
     )
 
 
+def _is_pickle(path: Path, err: Exception) -> bool:
+    """A refused global, or a pickle stream the weights-only unpickler stopped in (not random bytes)."""
+    if "GLOBAL" in str(err):
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x80" or head == b"PK"  # pickle protocol opcode, or a torch zip archive
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's contents, loaded weights-only; every problem is a one-paragraph UserError."""
     path = Path(path).expanduser()
@@ -75,7 +84,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says enough
             contents = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        if "Weights only load failed" in str(err) and _is_pickle(path, err):
             raise UnsafeCheckpointError(_unsafe_message(path, err)) from None
         raise CheckpointError(_unreadable(path, err)) from None
     except Exception as err:  # truncated zip, empty file, not a torch file at all, ...

@@ -36,3 +36,16 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
 ]
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synthetic_root, tmp_path_factory) -> Path:
+    """best.ckpt of a 2-epoch U-Net run at 28 px on synthetic data (predict, export and checkpoint tests)."""
+    from bloodcls.training import train
+    from tests.helpers import compose_train
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = compose_train(["model=unet", "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=2",
+                         "logger=csv", *FAST], output_dir=out)
+    train(cfg, output_dir=out)
+    return out / "checkpoints" / "best.ckpt"
