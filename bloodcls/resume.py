@@ -30,7 +30,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bloodcls.errors import UserError
-from bloodcls.status import COMPLETED, STATUS_FILE, read_status
+from bloodcls.status import COMPLETED, STATUS_FILE, is_rank_zero, read_status, still_running
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,15 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
             f"resume={resume}: no such run folder or checkpoint. Pass a run folder (outputs/runs/<date>/<time>_...) "
             "or a .ckpt file."
         )
-    if run_dir is not None and (read_status(run_dir) or {}).get("status") == COMPLETED:
+    status = (read_status(run_dir) or {}) if run_dir is not None else {}
+    pid = still_running(status) if is_rank_zero() else None  # DDP ranks > 0 start while rank 0 runs
+    if pid is not None:
+        raise ResumeError(
+            f"resume={resume}: run {run_dir} is still running (process {pid} on this machine), and two processes "
+            f"must never write one run folder. Stop it first (Ctrl-C or `kill -TERM {pid}`: it records itself as "
+            "interrupted and keeps last.ckpt), then resume."
+        )
+    if status.get("status") == COMPLETED:
         raise ResumeError(
             f"resume={resume}: run {run_dir} already completed, so there is nothing to continue. To train it "
             f"longer, start a new run from its last state: `python train.py ckpt_path={checkpoint} "
@@ -154,6 +162,8 @@ def keep_csv_history(loggers: list[Any]) -> None:
     """Keep the rows a CSVLogger wrote before the interruption (it deletes ``metrics.csv`` on start)."""
     from lightning.pytorch.loggers import CSVLogger
 
+    if not is_rank_zero():
+        return
     for lg in loggers:
         if not isinstance(lg, CSVLogger):
             continue
@@ -198,7 +208,7 @@ def start_or_resume(resume: Any, output_dir: str | Path) -> ResumeTarget | None:
             # Continuing in its own checkpoints folder is the point: silence Lightning's "not empty" warning.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             return target
-    used = _holds_a_run(output_dir)
+    used = _holds_a_run(output_dir) if is_rank_zero() else None  # DDP ranks > 0 join rank 0's folder
     if used is not None:
         raise UserError(
             f"{output_dir} already holds a run ({used} exists), and a new run never writes over another. Continue "

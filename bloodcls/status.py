@@ -5,8 +5,9 @@ Keys (the contract): ``status`` (running | completed | failed | interrupted), ``
 paragraph or null), ``error_type`` (exception class name or null), ``traceback`` (for failures
 that are not a :class:`~bloodcls.errors.UserError`, else null), ``started_at``, ``finished_at``
 (ISO 8601 or null), ``run_name``, ``experiment``, ``last_checkpoint`` (path or null) and
-``wandb_id`` (or null). Extra keys: ``group`` (the W&B group, reused on resume) and ``resumes``
-(when and from which checkpoint the run was continued).
+``wandb_id`` (or null). Extra keys: ``group`` (the W&B group, reused on resume), ``resumes``
+(when and from which checkpoint the run was continued), ``host`` and ``pid`` (to tell a run that
+is still going from one that was killed without a chance to record it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import traceback
 from collections.abc import Iterator
@@ -53,6 +55,33 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def still_running(status: dict[str, Any]) -> int | None:
+    """The pid of the process that recorded ``status`` if it is still alive on this machine, else None.
+
+    A run killed without warning (SIGKILL, out of memory, power loss) stays "running" in its
+    status.json; this tells it apart from a run that really is still going.
+    """
+    pid = status.get("pid")
+    if status.get("status") != RUNNING or status.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, owned by someone else
+    return pid
+
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a multi-GPU (DDP) run: only rank 0 keeps the run folder's records."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 class RunInterrupted(SystemExit):
     """Raised once an interrupted run is recorded; exits 130 (Ctrl-C) or 143 (SIGTERM), like a shell."""
 
@@ -64,8 +93,9 @@ class RunInterrupted(SystemExit):
 class RunRecord:
     """The status record of one run folder, rewritten atomically on every change."""
 
-    def __init__(self, run_dir: Path, fields: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, fields: dict[str, Any], enabled: bool = True) -> None:
         self.run_dir = Path(run_dir)
+        self.enabled = enabled
         self.path = self.run_dir / STATUS_FILE
         self.fields = fields
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -76,6 +106,8 @@ class RunRecord:
         self.write()
 
     def write(self) -> None:
+        if not self.enabled:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.path, self.fields)
 
@@ -172,13 +204,14 @@ def record_run(
         "status": RUNNING, "error": None, "error_type": None, "traceback": None,
         "started_at": now_iso(), "finished_at": None, "run_name": run_name, "experiment": experiment,
         "last_checkpoint": None, "wandb_id": None, "group": None, "resumes": [],
+        "host": socket.gethostname(), "pid": os.getpid(),
     }
     if previous:
         for key in ("started_at", "wandb_id", "group", "resumes"):
             fields[key] = previous.get(key, fields[key])
         fields["resumes"] = [*fields["resumes"], {"at": now_iso(), "from": str(resumed_from),
                                                   "previous_status": previous.get("status")}]
-    record = RunRecord(run_dir, fields)
+    record = RunRecord(run_dir, fields, enabled=is_rank_zero())
     record.write()
     try:
         with _sigterm_raises():

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +138,12 @@ def test_resume_refuses_what_cannot_be_continued(reference, synthetic_root, tmp_
     with pytest.raises(ResumeError, match="no such run folder or checkpoint"):
         _train(synthetic_root, tmp_path / "x", f"resume={tmp_path / 'missing'}")
     assert not (tmp_path / "x").exists()
+    live = tmp_path / "live"  # recorded as running by a process that is still alive (pytest's parent)
+    (live / "checkpoints").mkdir(parents=True)
+    (live / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (live / STATUS_FILE).write_text(json.dumps({"status": "running", "host": socket.gethostname(), "pid": os.getppid()}))
+    with pytest.raises(ResumeError, match=f"still running \\(process {os.getppid()} on this machine"):
+        _train(synthetic_root, live, f"resume={live}")
 
 
 def test_resumed_invocation_uses_the_run_folder_and_keeps_hydra_files(tmp_path):
@@ -223,3 +230,22 @@ def test_cli_multirun_failing_job_does_not_stop_the_others(synthetic_root, tmp_p
     assert "bloodmnist.npz not found" in failed["error"] and failed["last_checkpoint"] is None
     assert completed["status"] == "completed"
     assert json.loads((tmp_path.glob("multiruns/*/*/1_*/results.json").__next__()).read_text())["status"] == "completed"
+
+
+def test_only_rank_zero_keeps_the_records(tmp_path, monkeypatch):
+    """The extra processes of a DDP run join rank 0's folder: no overwrite refusal, no status writes."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from bloodcls.resume import start_or_resume
+    from bloodcls.status import record_run
+
+    used, fresh = tmp_path / "used", tmp_path / "fresh"
+    used.mkdir()
+    (used / STATUS_FILE).write_text('{"status": "running"}')
+    with pytest.raises(UserError, match="already holds a run"):
+        start_or_resume(None, used)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert start_or_resume(None, used) is None
+    with record_run(fresh, "r", "e"):
+        pass
+    assert not (fresh / STATUS_FILE).exists()
