@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,6 @@ from omegaconf import OmegaConf
 
 from bloodcls.errors import UserError
 from bloodcls.status import COMPLETED, STATUS_FILE, is_rank_zero, read_status, still_running
-
-log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 HYDRA_SUBDIR = ".hydra"
