@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 log = logging.getLogger(__name__)
@@ -80,19 +80,24 @@ class History(Callback):
         self.epochs = list(state_dict.get("epochs", []))
 
 
-class ReplayPlateauStep(Callback):
-    """On resume, take the ReduceLROnPlateau step that Lightning skipped for the checkpoint's epoch.
+class ResumeLikeUninterrupted(Callback):
+    """On resume, redo the two end-of-epoch decisions that ``last.ckpt`` cannot carry.
 
-    ``last.ckpt`` is written at the end of epoch k, before the plateau scheduler sees epoch k's
-    ``val/loss``; the resumed run starts at epoch k+1 and would never show it that value. The value is
-    in the History callback's record of epoch k, which the checkpoint restored.
+    ``last.ckpt`` is written at the end of epoch k, after EarlyStopping has decided but before
+    Lightning steps a ReduceLROnPlateau scheduler with epoch k's ``val/loss``; on resume Lightning
+    neither replays that step nor stops a run that had already stopped early (it was interrupted
+    or failed while being tested). The plateau step uses the value recorded by the History
+    callback, which the checkpoint restored.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is None:
             return
-        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
         done = trainer.current_epoch  # epochs finished before this run
+        if any(isinstance(c, EarlyStopping) and c.stopped_epoch and c.stopped_epoch == done - 1
+               for c in trainer.callbacks):
+            trainer.should_stop = True  # it had stopped early at the end of that epoch
+        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
         record = next((r for r in reversed(history.epochs) if r.get("epoch") == done - 1), None) if history else None
         for config in trainer.lr_scheduler_configs:
             sched = config.scheduler

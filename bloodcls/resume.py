@@ -11,8 +11,9 @@ What is restored, and from where:
 - the W&B run: its id is kept in ``status.json`` and passed back to the logger.
 
 Lightning saves ``last.ckpt`` at the end of each training epoch, before it steps a
-ReduceLROnPlateau scheduler for that epoch, and does not replay that step on resume;
-:class:`bloodcls.callbacks.ReplayPlateauStep` does, so a resumed run continues exactly as the uninterrupted one.
+ReduceLROnPlateau scheduler for that epoch, and on resume neither replays that step nor honours an
+early stop already decided; :class:`bloodcls.callbacks.ResumeLikeUninterrupted` does both, so a
+resumed run continues exactly as the uninterrupted one.
 
 Kept free of Lightning imports at module level: ``train.py`` calls :func:`resume_argv` before Hydra starts.
 """

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcls.callbacks import EpochSeed, History, ReplayPlateauStep, best_epoch
+from bloodcls.callbacks import EpochSeed, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.environment import environment
 from bloodcls.errors import UserError
 from bloodcls.models import build_model
@@ -117,7 +117,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
-    callbacks += [EpochSeed(cfg.seed), history, ReplayPlateauStep()]
+    callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted()]
     group = record.fields.get("group") or group  # a resumed run keeps its W&B group and id
     if cfg.get("logger") and "wandb" in cfg.logger and cfg.logger.wandb is not None:
         if group:

@@ -69,3 +69,12 @@ class Crash(_Once):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._due(trainer):
             raise RuntimeError("planted crash for the test")
+
+
+class CrashOnTest(_Once):
+    """Raise a RuntimeError when the final test starts (training itself finished); ``epoch`` is unused."""
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.marker.exists():
+            self.marker.write_text("fired")
+            raise RuntimeError("planted crash while testing")

@@ -18,18 +18,12 @@ from bloodcls.module import NonFiniteLossError
 from bloodcls.resume import ResumeError, resume_argv
 from bloodcls.status import STATUS_FILE
 from bloodcls.training import train
-from tests.conftest import FAST
+from tests.conftest import DETERMINISTIC_RUN, FAST
 from tests.helpers import REPO, compose_train, run_cli
-
-# Deterministic CPU runs that exercise every piece of restorable state: augmentation and dropout
-# (reseeded per epoch), shuffling, Adam, EarlyStopping, and a plateau scheduler that halves the LR
-# after every epoch (threshold 10: no epoch counts as an improvement), so a lost scheduler step shows.
-RUN = ["model=unet", "data.img_size=28", "data.augment=true", "trainer.max_epochs=3", "logger=csv",
-       "trainer.deterministic=true", "model.scheduler.patience=0", "+model.scheduler.threshold=10", *FAST]
 
 
 def _train(root, out, *extra):
-    cfg = compose_train([*RUN, f"data.root={root}", *extra], output_dir=out)
+    cfg = compose_train([*DETERMINISTIC_RUN, f"data.root={root}", *extra], output_dir=out)
     return train(cfg, output_dir=out)
 
 
@@ -42,14 +36,8 @@ def _curves(results):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in results["history"]]
 
 
-@pytest.fixture(scope="module")
-def reference(synthetic_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    return out, _train(synthetic_root, out)
-
-
-def test_completed_run_records_its_status(reference):
-    out, results = reference
+def test_completed_run_records_its_status(reference_run):
+    out, results = reference_run
     status = _status(out)
     assert status["status"] == "completed" and results["status"] == "completed"
     assert status["error"] is status["error_type"] is status["traceback"] is None
@@ -58,29 +46,29 @@ def test_completed_run_records_its_status(reference):
     assert status["last_checkpoint"] == str(out / "checkpoints" / "last.ckpt")
     assert status["wandb_id"] is None  # logger=csv
     lrs = [r["lr"] for r in results["history"]]
-    assert lrs == [3e-3, 1.5e-3, 7.5e-4]  # the scheduler really steps every epoch
+    assert lrs == [3e-3, 1.5e-3]  # the scheduler really steps every epoch
 
 
-def test_two_deterministic_runs_are_identical(reference, synthetic_root, tmp_path):
-    _, first = reference
+def test_two_deterministic_runs_are_identical(reference_run, synthetic_root, tmp_path):
+    _, first = reference_run
     second = _train(synthetic_root, tmp_path)
     assert second["test"]["scores"] == first["test"]["scores"]
     assert second["test"]["predictions"] == first["test"]["predictions"]
     assert _curves(second) == _curves(first)
 
 
-def test_ctrl_c_then_resume_equals_uninterrupted_run(reference, synthetic_root, tmp_path):
-    _, uninterrupted = reference
+def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_root, tmp_path):
+    _, uninterrupted = reference_run
     sigint_handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as stopped:
-        _train(synthetic_root, tmp_path, "+callbacks.stop._target_=tests.plants.SendSignal", "+callbacks.stop.epoch=2",
+        _train(synthetic_root, tmp_path, "+callbacks.stop._target_=tests.plants.SendSignal", "+callbacks.stop.epoch=1",
                f"+callbacks.stop.marker={tmp_path / 'fired'}", f"+callbacks.stop.signum={int(signal.SIGINT)}")
     assert stopped.value.code == 130
     status = _status(tmp_path)
     assert status["status"] == "interrupted" and status["error_type"] == "KeyboardInterrupt"
     assert f"resume={tmp_path}" in status["error"]
     last = torch.load(status["last_checkpoint"], weights_only=True)
-    assert last["epoch"] == 1  # the end of the last finished epoch
+    assert last["epoch"] == 0  # the end of the last finished epoch
     assert not (tmp_path / "results.json").exists()
     assert signal.getsignal(signal.SIGINT) is sigint_handler  # Lightning's SIG_IGN was undone
 
@@ -90,7 +78,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted_run(reference, synthetic_root, 
     assert [r["previous_status"] for r in status["resumes"]] == ["interrupted"]
     assert resumed["test"]["scores"] == uninterrupted["test"]["scores"]
     assert resumed["test"]["predictions"] == uninterrupted["test"]["predictions"]
-    assert _curves(resumed) == _curves(uninterrupted)  # epochs 0-1 from the checkpoint, 2 from this run
+    assert _curves(resumed) == _curves(uninterrupted)  # epoch 0 from the checkpoint, 1 from this run
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     assert any(row.startswith("0,") for row in rows)  # the CSV log kept the epochs before the interruption
 
@@ -118,8 +106,21 @@ def test_a_bug_is_recorded_with_its_traceback(synthetic_root, tmp_path):
     assert status["last_checkpoint"] is None and status["finished_at"]
 
 
-def test_a_new_run_never_writes_over_a_run_folder(reference, synthetic_root):
-    out, _ = reference
+def test_resume_after_an_early_stop_does_not_train_on(synthetic_root, tmp_path):
+    """EarlyStopping stops after epoch 1 (nothing counts as an improvement), then the test phase crashes."""
+    stop_early = ["trainer.max_epochs=4", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1e9"]
+    with pytest.raises(RuntimeError, match="planted crash while testing"):
+        _train(synthetic_root, tmp_path, *stop_early, "+callbacks.crash._target_=tests.plants.CrashOnTest",
+               "+callbacks.crash.epoch=0", f"+callbacks.crash.marker={tmp_path / 'fired'}")
+    assert _status(tmp_path)["status"] == "failed"
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    resumed = _train(synthetic_root, tmp_path, *stop_early, f"resume={tmp_path}")
+    assert [r["epoch"] for r in resumed["history"]] == [0, 1]  # stopped where it had stopped
+    assert _status(tmp_path)["status"] == "completed"
+
+
+def test_a_new_run_never_writes_over_a_run_folder(reference_run, synthetic_root):
+    out, _ = reference_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     with pytest.raises(UserError, match="already holds a run") as err:
         _train(synthetic_root, out)
@@ -127,8 +128,8 @@ def test_a_new_run_never_writes_over_a_run_folder(reference, synthetic_root):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
-def test_resume_refuses_what_cannot_be_continued(reference, synthetic_root, tmp_path):
-    out, _ = reference
+def test_resume_refuses_what_cannot_be_continued(reference_run, synthetic_root, tmp_path):
+    out, _ = reference_run
     with pytest.raises(ResumeError, match="already completed"):
         _train(synthetic_root, out, f"resume={out}")
     (tmp_path / "early").mkdir()
@@ -180,18 +181,18 @@ def test_resume_replays_the_runs_own_overrides(tmp_path):
 
 # -- the command line: a real SIGTERM, resume by folder alone, and a sweep with a failing job ---------
 @pytest.mark.slow
-def test_cli_sigterm_then_resume_continues_the_same_folder_and_wandb_run(reference, synthetic_root, tmp_path):
-    _, uninterrupted = reference
+def test_cli_sigterm_then_resume_continues_the_same_folder_and_wandb_run(reference_run, synthetic_root, tmp_path):
+    _, uninterrupted = reference_run
     marker = tmp_path / "waiting"
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *RUN, f"data.root={synthetic_root}", "logger=wandb", f"paths.log_dir={tmp_path}",
-         "+callbacks.wait._target_=tests.plants.AwaitSignal", "+callbacks.wait.epoch=2", f"+callbacks.wait.marker={marker}"],
+        [sys.executable, "train.py", *DETERMINISTIC_RUN, f"data.root={synthetic_root}", "logger=wandb", f"paths.log_dir={tmp_path}",
+         "+callbacks.wait._target_=tests.plants.AwaitSignal", "+callbacks.wait.epoch=1", f"+callbacks.wait.marker={marker}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)  # at the start of epoch 2, as a scheduler would before preemption
+    proc.send_signal(signal.SIGTERM)  # at the start of epoch 1, as a scheduler would before preemption
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stderr[-3000:]
     (run,) = [p.parent for p in tmp_path.glob("runs/*/*/.hydra")]
