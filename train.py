@@ -3,6 +3,7 @@ or sweep with Hydra multirun: `python train.py -m model=baseline,unet,inception,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 
 from bloodcls.config import CONFIG_DIR, register_resolvers, route_library_logs
 from bloodcls.errors import report_user_errors
+from bloodcls.resume import resume_argv
 
 register_resolvers()
 
@@ -31,4 +33,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # resume=<run folder>: replay that run's own overrides first, so the same run is rebuilt.
+    sys.argv = report_user_errors(resume_argv)(sys.argv)
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+log = logging.getLogger(__name__)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -74,3 +78,35 @@ class History(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict.get("epochs", []))
+
+
+class ResumeLikeUninterrupted(Callback):
+    """On resume, redo the two end-of-epoch decisions that ``last.ckpt`` cannot carry.
+
+    ``last.ckpt`` is written at the end of epoch k, after EarlyStopping has decided but before
+    Lightning steps a ReduceLROnPlateau scheduler with epoch k's ``val/loss``; on resume Lightning
+    neither replays that step nor stops a run that had already stopped early (it was interrupted
+    or failed while being tested). The plateau step uses the value recorded by the History
+    callback, which the checkpoint restored.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        done = trainer.current_epoch  # epochs finished before this run
+        if any(isinstance(c, EarlyStopping) and c.stopped_epoch and c.stopped_epoch == done - 1
+               for c in trainer.callbacks):
+            trainer.should_stop = True  # it had stopped early at the end of that epoch
+        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
+        record = next((r for r in reversed(history.epochs) if r.get("epoch") == done - 1), None) if history else None
+        for config in trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if not isinstance(sched, ReduceLROnPlateau) or config.interval != "epoch" or config.frequency != 1:
+                continue
+            if sched.last_epoch != done - 1:
+                continue  # already stepped for every finished epoch
+            if record is None or config.monitor not in record:
+                log.warning("Resumed run: no recorded %s for epoch %d, the LR scheduler skips that epoch.",
+                            config.monitor, done - 1)
+                continue
+            sched.step(record[config.monitor])

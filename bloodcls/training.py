@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcls.callbacks import EpochSeed, History, best_epoch
+from bloodcls.callbacks import EpochSeed, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.environment import environment
 from bloodcls.errors import UserError
 from bloodcls.models import build_model
 from bloodcls.profiling import efficiency
+from bloodcls.resume import keep_csv_history, start_or_resume
+from bloodcls.status import RunRecord, record_run
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,24 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
 
 
 def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> dict[str, Any]:
-    """Fit, test the best checkpoint once, and write ``results.json``; returns the results."""
+    """Fit, test the best checkpoint once, and write ``results.json``; returns the results.
+
+    ``status.json`` records how the run ended (:mod:`bloodcls.status`); ``cfg.resume`` continues an
+    interrupted run in its own folder (:mod:`bloodcls.resume`).
+    """
     output_dir = Path(output_dir)
+    target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
+    resumed_from = target.checkpoint if target is not None else None
+    with record_run(output_dir, cfg.get("run_name"), cfg.get("experiment_name"), resumed_from) as record:
+        try:
+            return _fit_and_test(cfg, output_dir, group, record, resumed_from)
+        except BaseException:
+            _close_wandb_run(exit_code=1)  # the next job of a multirun must get a W&B run of its own
+            raise
+
+
+def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: RunRecord,
+                  resumed_from: Path | None) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -98,21 +117,31 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
-    callbacks += [EpochSeed(cfg.seed), history]
+    callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted()]
+    group = record.fields.get("group") or group  # a resumed run keeps its W&B group and id
     wandb_cfg = cfg.logger.get("wandb") if cfg.get("logger") else None
-    if wandb_cfg is not None and group and not wandb_cfg.get("group"):
-        OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
+    if wandb_cfg is not None:
+        group = wandb_cfg.get("group") or group  # an explicit logger.wandb.group wins
+        if group:
+            OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
+        if record.fields.get("wandb_id"):
+            OmegaConf.update(cfg, "logger.wandb.id", record.fields["wandb_id"], force_add=True)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    record.trainer = trainer
+    keep_csv_history(loggers)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for lg in loggers:
         lg.log_hyperparams(resolved)
+    wb = _wandb(loggers)
+    record.update(group=group, wandb_id=wb.version if wb is not None else None)
 
     fit_wall = 0.0
     if cfg.get("train", True):
         t0 = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = str(resumed_from) if resumed_from is not None else cfg.get("ckpt_path")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_wall = time.perf_counter() - t0
     elif not cfg.get("ckpt_path"):
         raise UserError("train=false scores an existing model: give its checkpoint with ckpt_path=<file.ckpt>.")
@@ -179,6 +208,12 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
         log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
                  output_dir / RESULTS_FILE)
     return results
+
+
+def _close_wandb_run(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def finish_wandb(loggers: list[Logger]) -> None:

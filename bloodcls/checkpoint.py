@@ -1,0 +1,160 @@
+"""Load a trained network from a checkpoint without ever running code stored in the file.
+
+Lightning checkpoints are pickles, and unpickling can call any function the file names. Here they
+are read with ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers
+and refuses everything else. bloodcls checkpoints need no allow-list: the LightningModule keeps
+only plain values in its hyper-parameters, and Lightning's own entries (loop progress, callback
+and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safetensors`` files written
+by ``python -m bloodcls.export --format safetensors`` hold the same weights and hyper-parameters
+with no pickle at all. Prediction, export and ``resume=`` all load through here.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bloodcls.errors import UserError
+from bloodcls.models import build_model
+
+NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
+SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
+REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
+
+
+class UnsafeCheckpointError(UserError):
+    """The checkpoint asks to run code when loaded; it is refused."""
+
+
+class CheckpointError(UserError):
+    """The file is missing, unreadable, or not a bloodcls checkpoint."""
+
+
+@dataclass
+class TrainedModel:
+    """A rebuilt network in eval mode plus what a user of it needs to know."""
+
+    net: nn.Module
+    name: str
+    img_size: int
+    class_names: list[str]
+    hparams: dict[str, Any]
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
+
+
+def _unsafe_message(path: Path, err: Exception) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = (f"unpickling it would call `{found.group(1)}`, i.e. run code named in the file" if found else
+            "it holds pickle instructions beyond tensors and plain values, the kind that can run code when loaded")
+    return (
+        f"Refusing to load {path}: {what}. bloodcls only loads plain weights (torch.load(weights_only=True)), "
+        "and checkpoints written by bloodcls never need more. If the file is yours, load it where it was made "
+        "and save only its state_dict; if someone sent it to you, do not open it with other tools either."
+    )
+
+
+def _is_pickle(path: Path, err: Exception) -> bool:
+    """A refused global, or a pickle stream the weights-only unpickler stopped in (not random bytes)."""
+    if "GLOBAL" in str(err):
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x80" or head == b"PK"  # pickle protocol opcode, or a torch zip archive
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded weights-only; every problem is a one-paragraph UserError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        where = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"Checkpoint {path} {where}. Pass a .ckpt file, e.g. <run folder>/checkpoints/best.ckpt.")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says enough
+            contents = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err) and _is_pickle(path, err):
+            raise UnsafeCheckpointError(_unsafe_message(path, err)) from None
+        raise CheckpointError(_unreadable(path, err)) from None
+    except Exception as err:  # truncated zip, empty file, not a torch file at all, ...
+        raise CheckpointError(_unreadable(path, err)) from None
+    if not isinstance(contents, dict):
+        raise CheckpointError(f"{path} holds a {type(contents).__name__}, not a checkpoint dictionary. {_HINT}")
+    return contents
+
+
+_HINT = "Use a .ckpt file from a bloodcls run folder (checkpoints/best.ckpt or last.ckpt)."
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    detail = str(err).split(".")[0].strip() or type(err).__name__
+    size = path.stat().st_size
+    state = "is empty" if size == 0 else f"is not a readable PyTorch checkpoint ({type(err).__name__}: {detail})"
+    return f"{path} {state}: it may be truncated (an interrupted copy or download) or another kind of file. {_HINT}"
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        state_dict = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(_unreadable(path, err)) from None
+    try:
+        hparams = json.loads(metadata[SAFETENSORS_KEY])
+    except (KeyError, ValueError):
+        raise CheckpointError(
+            f"{path} has no bloodcls metadata (model name, input size, class names), so the network cannot be "
+            "rebuilt. Export it with `python -m bloodcls.export <checkpoint> --format safetensors`."
+        ) from None
+    return {"state_dict": {NET_PREFIX + k: v for k, v in state_dict.items()}, "hyper_parameters": hparams,
+            "format": "safetensors"}
+
+
+def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's own weights (the ``net.`` entries of the LightningModule's state_dict)."""
+    state = contents.get("state_dict") or {}
+    return {k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+
+
+def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
+    path = Path(path).expanduser()
+    contents = read_checkpoint(path, map_location)
+    hparams = contents.get("hyper_parameters")
+    if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
+            f"input size and classes. {_HINT}"
+        )
+    net = build_model(hparams["name"], img_size=int(hparams["img_size"]), num_classes=int(hparams["num_classes"]),
+                      dropout_scale=float(hparams.get("dropout_scale", 1.0)), bn_momentum=hparams.get("bn_momentum"))
+    state = network_state(contents)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} does not fit the {hparams['name']} model at {hparams['img_size']} px that its hyper-parameters "
+            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {_HINT}"
+        ) from None
+    net.eval()
+    class_names = [str(c) for c in hparams.get("class_names") or []]
+    if len(class_names) != int(hparams["num_classes"]):
+        class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
+    info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
+    return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
+                        hparams=dict(hparams), path=path, info=info)

@@ -1,0 +1,101 @@
+"""Checkpoints are loaded weights-only: crafted pickles are refused before they can run anything."""
+
+import pickle
+
+import pytest
+import torch
+
+from bloodcls.checkpoint import CheckpointError, UnsafeCheckpointError, load_trained, read_checkpoint
+from bloodcls.module import BloodCellClassifier
+
+
+class MakesAFile:
+    """Unpickling this calls open(marker, "w"): code run by merely loading the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_rebuilds_the_trained_network(trained_checkpoint):
+    model = load_trained(trained_checkpoint)
+    assert (model.name, model.img_size, len(model.class_names)) == ("unet", 28, 8)
+    assert model.class_names[3] == "immature_granulocytes" and not model.net.training
+    module = BloodCellClassifier.load_from_checkpoint(trained_checkpoint, map_location="cpu").eval()
+    x = torch.rand(5, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), module(x))
+    assert model.info["epoch"] in (0, 1)  # best of 2 epochs
+
+
+def test_crafted_checkpoint_is_refused_without_running_it(trained_checkpoint, tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.ckpt"
+    contents = torch.load(trained_checkpoint, weights_only=True)
+    contents["hyper_parameters"]["name"] = MakesAFile(marker)  # a real checkpoint with one poisoned entry
+    torch.save(contents, evil)
+    raw = tmp_path / "evil_raw.ckpt"
+    raw.write_bytes(pickle.dumps({"state_dict": MakesAFile(marker)}))
+    for path in (evil, raw):
+        with pytest.raises(UnsafeCheckpointError, match=f"Refusing to load {path}"):
+            load_trained(path)
+        assert not marker.exists()
+    with pytest.raises(UnsafeCheckpointError, match="would call `.*open`"):
+        read_checkpoint(evil)
+    # The file really is hostile: an unrestricted load runs its code.
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "empty", "text", "truncated"])
+def test_unreadable_checkpoints_get_one_clear_message(case, trained_checkpoint, tmp_path):
+    path = tmp_path / f"{case}.ckpt"
+    if case == "folder":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("not a checkpoint\n")
+    elif case == "truncated":
+        data = trained_checkpoint.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    expected = {"missing": "does not exist", "folder": "is a folder", "empty": "is empty",
+                "text": "not a readable PyTorch checkpoint", "truncated": "not a readable PyTorch checkpoint"}[case]
+    with pytest.raises(CheckpointError, match=expected):
+        load_trained(path)
+
+
+def test_a_foreign_or_altered_checkpoint_is_named_as_such(trained_checkpoint, tmp_path):
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, plain)
+    with pytest.raises(CheckpointError, match="not a bloodcls checkpoint"):
+        load_trained(plain)
+    contents = torch.load(trained_checkpoint, weights_only=True)
+    contents["hyper_parameters"]["name"] = "baseline"
+    altered = tmp_path / "altered.ckpt"
+    torch.save(contents, altered)
+    with pytest.raises(CheckpointError, match="does not fit the baseline model at 28 px"):
+        load_trained(altered)
+
+
+def test_predict_export_and_resume_all_refuse_it(trained_checkpoint, tmp_path, capsys):
+    from bloodcls import export, predict
+    from bloodcls.resume import start_or_resume
+
+    marker = tmp_path / "code_ran"
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    evil = run / "checkpoints" / "last.ckpt"
+    contents = torch.load(trained_checkpoint, weights_only=True)
+    contents["callbacks"]["History"] = MakesAFile(marker)
+    torch.save(contents, evil)
+    (run / "status.json").write_text('{"status": "interrupted"}')
+    for cli in (lambda: predict.main([str(evil), str(tmp_path)]), lambda: export.main([str(evil), "--format", "onnx"])):
+        with pytest.raises(SystemExit) as stop:
+            cli()
+        assert stop.value.code == 2 and "Refusing to load" in capsys.readouterr().err
+    with pytest.raises(UnsafeCheckpointError):
+        start_or_resume(str(run), run)
+    assert not marker.exists()
