@@ -218,18 +218,11 @@ def plot_examples(image: torch.Tensor, path: str | Path, seed: int = 0) -> Path:
 # -- runs, checkpoints and data ----------------------------------------------------------------------------------
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a training checkpoint and its hyper-parameters (name, img_size, class_names, ...).
+    """The network of a training checkpoint (weights only, never unpickled code) and its hyper-parameters."""
+    from bloodcls.checkpoint import load_trained
 
-    The one place that reads checkpoints here, so a weights-only loader can replace it.
-    """
-    from bloodcls.module import BloodCellClassifier
-
-    try:
-        module = BloodCellClassifier.load_from_checkpoint(str(checkpoint), map_location="cpu", compile=False)
-    except Exception as err:  # not a file torch can read, or not one of ours
-        raise UserError(f"{checkpoint} is not a bloodcls training checkpoint that can be loaded "
-                        f"({type(err).__name__}: {err}). Pass a run folder or its checkpoints/best.ckpt.") from None
-    return module.net.eval(), dict(module.hparams)
+    trained = load_trained(checkpoint)
+    return trained.net.eval(), dict(trained.hparams)
 
 
 def find_checkpoints(targets: Sequence[str | Path]) -> list[tuple[Path, Path]]:

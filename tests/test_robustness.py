@@ -145,7 +145,7 @@ def test_cli_user_errors(tmp_path, trained_run, capsys):
     bogus.write_text("not a checkpoint")
     for args, message in [([str(tmp_path / "nope")], "does not exist"),
                           ([str(tmp_path / "empty")], "holds no checkpoints"),
-                          ([str(bogus)], "not a bloodcls training checkpoint")]:
+                          ([str(bogus)], "not a readable PyTorch checkpoint")]:
         with pytest.raises(SystemExit) as exit_info:
             robustness.main(args)
         assert exit_info.value.code == 2
