@@ -189,3 +189,24 @@ def test_sigterm_stops_every_job_and_still_reports(synthetic_root, tmp_path):
     # nothing of the sweep keeps running, launcher workers included
     time.sleep(1)
     assert job_group not in {g for g, _ in processes()}
+
+
+def test_report_tables_go_to_a_wandb_summary_run(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = tmp_path / "mysweep"
+    labels = [i % 8 for i in range(16)]
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"experiments": ["skip", "inception"], "seeds": [0]}))
+    _fake_run(sweep / "runs" / "0_skip_s0", "skip", 0, 1.0, labels, labels)
+    _fake_run(sweep / "runs" / "1_inception_s0", "inception", 0, 0.5, [0] * 16, labels)
+    assert sweep_main(["report_only=true", f"dir={sweep}"]) == 0
+    (run,) = (sweep / "wandb").glob("offline-run-*")
+    log_file = next(run.glob("run-*.wandb"))
+    deadline = time.time() + 60
+    while b"report/performance" not in log_file.read_bytes() and time.time() < deadline:
+        time.sleep(0.5)
+    blob = log_file.read_bytes()
+    for key in (b"report/performance", b"report/macro", b"report/per_class_f1", b"mysweep-report", b"mysweep"):
+        assert key in blob, key
