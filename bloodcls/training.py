@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -197,13 +196,11 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     }
     results["summary"] = summarize(results)
     if trainer.is_global_zero:
-        write_json(output_dir / RESULTS_FILE, results)
-        wb = _wandb(loggers)
         if wb is not None:
-            results["wandb"] = {"id": wb.version, "mode": os.environ.get("WANDB_MODE", wb._wandb_init.get("mode"))}
+            results["wandb"] = {"id": wb.version, "mode": getattr(wb.experiment.settings, "mode", None)}
             _log_summary_to_wandb(wb, results, datamodule.class_names)
-            write_json(output_dir / RESULTS_FILE, results)
-    finish_wandb(loggers)
+        write_json(output_dir / RESULTS_FILE, results)
+    _close_wandb_run(exit_code=0)  # one W&B run per job: the next job of a multirun starts its own
     if trainer.is_global_zero:
         log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
                  output_dir / RESULTS_FILE)
@@ -211,15 +208,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
 
 
 def _close_wandb_run(exit_code: int) -> None:
+    """Finish the process's W&B run, if one was started (wandb is only imported when used)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=exit_code)
 
-
-def finish_wandb(loggers: list[Logger]) -> None:
-    """One W&B run per job: close it so the next job of a multirun starts its own."""
-    if _wandb(loggers) is not None:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()

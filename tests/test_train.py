@@ -85,6 +85,7 @@ def test_wandb_offline_run_keeps_summary(synthetic_root, tmp_path, monkeypatch):
         assert key.encode() in blob, key
     assert results["summary"]["efficiency/params_trainable"] == 36_828
     assert results["wandb"]["id"] == runs[0].name.rsplit("-", 1)[-1]
+    assert results["wandb"]["mode"] == "offline"
     assert (tmp_path / "csv" / "metrics.csv").is_file()  # a CSV log is always written
 
 
