@@ -57,8 +57,12 @@ def test_two_deterministic_runs_are_identical(reference_run, synthetic_root, tmp
     assert _curves(second) == _curves(first)
 
 
-def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_root, tmp_path):
+def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_root, tmp_path, request):
     _, uninterrupted = reference_run
+    # A background job (`make test &`) inherits SIGINT ignored; a user's Ctrl-C reaches Python's handler.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     sigint_handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as stopped:
         _train(synthetic_root, tmp_path, "+callbacks.stop._target_=tests.plants.SendSignal", "+callbacks.stop.epoch=1",
