@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,6 @@ def test_sigterm_stops_every_job_and_still_reports(synthetic_root, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     from tests.helpers import REPO
 
@@ -192,8 +192,6 @@ def test_sigterm_stops_every_job_and_still_reports(synthetic_root, tmp_path):
 
 
 def test_report_tables_go_to_a_wandb_summary_run(tmp_path, monkeypatch):
-    import time
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "mysweep"
     labels = [i % 8 for i in range(16)]
