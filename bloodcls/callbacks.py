@@ -10,7 +10,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 log = logging.getLogger(__name__)
@@ -110,3 +111,18 @@ class ResumeLikeUninterrupted(Callback):
                             config.monitor, done - 1)
                 continue
             sched.step(record[config.monitor])
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, scored and shipped as the model.
+
+    Lightning validates with the averaged weights and writes them as a checkpoint's ``state_dict``
+    (the raw weights go to ``current_model_state``), so predict and export read the average. But
+    ``trainer.test(ckpt_path=...)`` after ``fit`` would load the raw weights back into the module;
+    outside fitting this callback leaves the checkpoint's averaged ``state_dict`` in place, so the
+    test split is scored with the same weights that were validated and checkpointed.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

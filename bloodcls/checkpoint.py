@@ -142,7 +142,8 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
             f"input size and classes. {_HINT}"
         )
     net = build_model(hparams["name"], img_size=int(hparams["img_size"]), num_classes=int(hparams["num_classes"]),
-                      dropout_scale=float(hparams.get("dropout_scale", 1.0)), bn_momentum=hparams.get("bn_momentum"))
+                      dropout_scale=float(hparams.get("dropout_scale", 1.0)), bn_momentum=hparams.get("bn_momentum"),
+                      bn_eps=hparams.get("bn_eps"))
     state = network_state(contents)
     try:
         net.load_state_dict(state, strict=True)

@@ -309,8 +309,13 @@ class BloodMNISTDataModule(L.LightningDataModule):
         channels_last: bool = False,
         seed: int = 0,
         photometric: dict | None = None,
+        min_augment: str = "none",
     ) -> None:
         super().__init__()
+        if min_augment not in ("none", "geometric"):
+            raise DataError(f"data.min_augment must be none or geometric, got {min_augment!r}.")
+        if min_augment == "geometric" and augment is False:
+            augment = True  # a recipe that always augments (recipe=strong) keeps augment=robust as it is
         if loader not in ("tensor", "torch"):
             raise DataError(f"data.loader must be 'tensor' or 'torch', got {loader!r}.")
         if str(on_device).lower() not in ("auto", "true", "false"):

@@ -15,6 +15,7 @@ from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
 from bloodcls.metrics import classification_metrics, flatten_scores
 from bloodcls.models import build_model
+from bloodcls.tta import tta_proba
 
 
 class NonFiniteLossError(UserError):
@@ -44,6 +45,10 @@ class BloodCellClassifier(L.LightningModule):
         class_names: Sequence[str] | None = None,
         dropout_scale: float = 1.0,
         bn_momentum: float | None = None,
+        bn_eps: float | None = None,
+        init: str = "keras",
+        label_smoothing: float = 0.0,
+        tta: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         monitor: str = "val/loss",
@@ -54,11 +59,14 @@ class BloodCellClassifier(L.LightningModule):
         class_names = list(class_names or CLASS_NAMES)
         self.save_hyperparameters(
             {"name": name, "img_size": img_size, "num_classes": num_classes, "class_names": class_names,
-             "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "channels_last": channels_last, "compile": compile}
+             "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "bn_eps": bn_eps, "init": init,
+             "label_smoothing": label_smoothing, "tta": tta, "channels_last": channels_last, "compile": compile}
         )
         self.class_names = class_names
         self.net = build_model(name, img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale,
-                               bn_momentum=bn_momentum)
+                               bn_momentum=bn_momentum, bn_eps=bn_eps, init=init)
+        self.label_smoothing = label_smoothing
+        self.tta = tta
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory = scheduler if scheduler is not None else default_scheduler
         self.monitor = monitor
@@ -67,7 +75,9 @@ class BloodCellClassifier(L.LightningModule):
         self.finite_check_every = 50
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test")})
+        # "test_tta": the same scores with probabilities averaged over the 8 rotations/flips (model.tta=true),
+        # reported beside the plain test scores, never instead of them.
+        self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test", "test_tta")})
         self.confusion: dict[str, list[list[int]]] = {}
         self.scores: dict[str, dict[str, float]] = {}
         self.test_predictions: list[int] = []
@@ -92,7 +102,7 @@ class BloodCellClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits.float(), y, weight=self.class_weights)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_weights, label_smoothing=self.label_smoothing)
         self._finite &= torch.isfinite(loss.detach())  # no host sync here: checked in on_train_batch_end
         self.train_acc(logits.detach(), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
@@ -119,6 +129,8 @@ class BloodCellClassifier(L.LightningModule):
         self.eval_metrics[stage].update(logits, y)
         if stage == "test":
             self._test_preds.append(logits.argmax(dim=1))
+            if self.tta:
+                self.eval_metrics["test_tta"].update(tta_proba(self, x), y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -144,6 +156,16 @@ class BloodCellClassifier(L.LightningModule):
         for key, value in scores.items():
             self.log(key, value, prog_bar=key in (f"{stage}/loss", f"{stage}/acc"), sync_dist=sync)
 
+    def _tta_epoch_end(self) -> None:
+        computed = self.eval_metrics["test_tta"].compute()
+        self.eval_metrics["test_tta"].reset()
+        scores = flatten_scores(computed, self.class_names, "test_tta")
+        self.confusion["test_tta"] = computed["confmat"].long().tolist()
+        self.scores["test_tta"] = scores
+        sync = self.trainer.world_size > 1
+        for key, value in scores.items():
+            self.log(key, value, sync_dist=sync)
+
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
@@ -152,6 +174,8 @@ class BloodCellClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+        if self.tta:
+            self._tta_epoch_end()
         preds = torch.cat(self._test_preds) if self._test_preds else torch.empty(0, dtype=torch.long, device=self.device)
         if self.trainer.world_size > 1:
             preds = self._gather_shards(preds)

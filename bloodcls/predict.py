@@ -24,17 +24,9 @@ import torch
 from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import report_user_errors
 from bloodcls.images import MAX_PIXELS, ImageError, expand_inputs, load_image
+from bloodcls.tta import tta_proba
 
 TOP_K = 3
-
-
-def eight_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The dihedral group of a square batch (N x C x S x S): four rotations, each with and without a flip."""
-    views = []
-    for k in range(4):
-        r = torch.rot90(x, k, dims=(2, 3))
-        views += [r, torch.flip(r, dims=(3,))]
-    return views
 
 
 @torch.inference_mode()
@@ -44,8 +36,7 @@ def predict_proba(net: torch.nn.Module, images: np.ndarray, tta: bool = False, b
     out = []
     for lo in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + batch_size])).permute(0, 3, 1, 2).float().div_(255)
-        views = eight_views(x) if tta else [x]
-        probs = torch.stack([net(v).float().softmax(dim=1) for v in views]).mean(dim=0)
+        probs = tta_proba(net, x) if tta else net(x).float().softmax(dim=1)
         out.append(probs)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 

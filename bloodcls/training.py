@@ -79,9 +79,18 @@ def _log_summary_to_wandb(logger: WandbLogger, results: dict[str, Any], class_na
         })
 
 
+def _tta_results(model) -> dict[str, Any] | None:
+    scores = model.scores.get("test_tta")
+    if not scores:
+        return None
+    return {"scores": scores, "acc": scores.get("test_tta/acc"), "f1": scores.get("test_tta/f1"),
+            "confusion_matrix": model.confusion.get("test_tta")}
+
+
 def summarize(results: dict[str, Any]) -> dict[str, float]:
-    """Flat scalars for a tracker's run summary: final test scores and efficiency figures."""
+    """Flat scalars for a tracker's run summary: final test scores (plain and TTA) and efficiency figures."""
     flat = {k: v for k, v in results["test"]["scores"].items()}
+    flat.update((results.get("test_tta") or {}).get("scores", {}))
     flat.update({f"efficiency/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))})
     if results.get("val", {}).get("best"):
         flat.update({f"best_{k}": v for k, v in results["val"]["best"].items()})
@@ -175,8 +184,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         "run_name": cfg.get("run_name"),
         "model": cfg.model.name,
         "img_size": cfg.data.img_size,
-        "augment": cfg.data.augment,
+        "augment": "robust" if datamodule.photometric is not None else datamodule.augment,
         "seed": cfg.seed,
+        "recipe": cfg.get("recipe_name"),
         "test": {
             "scores": test_scores,
             "acc": test_scores.get("test/acc"),
@@ -186,6 +196,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
             "labels": datamodule.splits["test"][1].cpu().tolist(),
         },
         "val": {"best": {k: v for k, v in best_val.items() if k.startswith("val/")}},
+        # model.tta=true: the same test images scored with the 8 rotations/flips averaged, beside "test".
+        "test_tta": _tta_results(model),
         "efficiency": eff,
         "history": epochs,
         "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),

@@ -16,7 +16,8 @@ from PIL import Image
 from bloodcls.checkpoint import load_trained
 from bloodcls.data import BloodMNISTDataModule, load_npz
 from bloodcls.images import ImageError, load_image
-from bloodcls.predict import classify, eight_views, main, predict_proba
+from bloodcls.predict import classify, main, predict_proba
+from bloodcls.tta import eight_views
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO
 
