@@ -139,6 +139,7 @@ def build_report(sweep_dir: str | Path) -> Report:
             return _values(done, ("efficiency", key))
 
         acc = _values(done, ("test", "acc"))
+        tta = [100 * a for a in _values(done, ("test_tta", "acc"))]  # model.tta=true: beside, never instead
         perf.append({
             "experiment": exp, "seeds": len(done),
             "params_m": _mean([v / 1e6 for v in eff("params_trainable")]), "study_params_m": ref.get("params_m"),
@@ -146,6 +147,7 @@ def build_report(sweep_dir: str | Path) -> Report:
             "macs_m": _mean([v / 1e6 for v in eff("macs")]),
             "acc_mean": _mean([100 * a for a in acc]), "acc_std": mean_std([100 * a for a in acc])[1] if acc else None,
             "study_acc": ref.get("acc"),
+            "tta_acc_mean": _mean(tta), "tta_acc_std": mean_std(tta)[1] if tta else None, "tta_seeds": len(tta),
             "epochs_mean": _mean(eff("epochs_run")), "study_epochs": ref.get("epochs"),
             "train_s_mean": _mean(eff("train_time_s")), "train_s_std": mean_std(eff("train_time_s"))[1] if done else None,
             "study_train_s": ref.get("train_s"),
@@ -223,6 +225,8 @@ def provenance(runs: list[Run]) -> dict[str, Any]:
         "commits": sorted({e.get("commit") for e in envs if e.get("commit")}),
         "dates": [dates[0], dates[-1]] if dates else [],
         "torch": sorted({e.get("torch") for e in envs if e.get("torch")}),
+        # Runs written before recipes existed used the strict Keras layer details.
+        "recipes": sorted({str(r.results.get("recipe") or "keras (before recipes)") for r in done}),
         "data_files": data,
         "report_built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -243,6 +247,8 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     prov = rep.provenance
     lines += ["**Ran on** " + (", ".join(prov["devices"]) or "–") + "; commit " + (", ".join(prov["commits"]) or "–")
               + "; " + (" to ".join(prov["dates"]) if prov["dates"] else "–") + "; torch " + ", ".join(prov["torch"]), ""]
+    if prov.get("recipes"):
+        lines.append("- recipe: " + ", ".join(f"`{r}`" for r in prov["recipes"]) + " (conf/recipe/)")
     for path, md5 in prov["data_files"].items():
         lines.append(f"- data: `{path}` (MD5 `{md5}`)")
     overrides = rep.plan.get("overrides")
@@ -256,16 +262,19 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
 
     lines += ["## Performance and complexity", ""]
     rows = []
+    with_tta = any(r.get("tta_seeds") for r in rep.tables["performance"])
     for r in rep.tables["performance"]:
         acc = "–" if r["acc_mean"] is None else f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"
+        tta = [] if not with_tta else [
+            "–" if r.get("tta_acc_mean") is None else f"{r['tta_acc_mean']:.2f} ± {r['tta_acc_std']:.2f}"]
         train = "–" if r["train_s_mean"] is None else f"{r['train_s_mean']:.1f} ± {r['train_s_std']:.1f}"
         rows.append([r["experiment"], str(r["seeds"]), _num(r["params_m"]), _num(r["study_params_m"]),
-                     _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc,
+                     _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc, *tta,
                      _num(r["study_acc"]), _num(r["epochs_mean"], 1), _num(r["study_epochs"], 0), train,
                      _num(r["study_train_s"]), _num(r["test_s_mean"]), _num(r["study_test_s"])])
     lines += _md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
-                        "test acc (%)", "study", "epochs", "study", "train time (s)", "study", "test time (s)", "study"],
-                       rows)
+                        "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
+                        "train time (s)", "study", "test time (s)", "study"], rows)
     lines += ["", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock on the devices above, not comparable "
               "across machines.", ""]
 

@@ -3,6 +3,18 @@
 #   scripts/gpu_evidence.sh bench <out dir>            benchmark: every experiment, plain vs. fast path (+ ablation)
 #   scripts/gpu_evidence.sh sweep <out dir> [args...]  the seven experiments (+ skip_robust) x seeds 0,1,2 on
 #                                                       the fast path; skip and skip_robust also under the shift suite
+#   scripts/gpu_evidence.sh carry <out dir>            install the carried wheels (.whl/) into /tmp/site once and
+#                                                       move the carried part of the PBC pack (.pbc1/ .pbc2/ .pbc3/,
+#                                                       one per call: a call carries 64 MiB at most) to ~/pbc
+#   scripts/gpu_evidence.sh probe <out dir>            steps/s of 8 training processes on the GPU, without and with
+#                                                       CUDA MPS; leaves the MPS daemon running if it is faster
+#   scripts/gpu_evidence.sh recipes <out dir>          issue 11: build the files from ~/pbc, then at once (Hydra
+#                                                       joblib): the seven experiments x 3 seeds with recipe=study,
+#                                                       the layer ablation of recipe=keras on baseline_64/128 x 3 seeds,
+#                                                       and recipe=strong on skip x 3 seeds; tables into <out dir>.
+#                                                       BUDGET_S (default 420) bounds the training, then what finished
+#                                                       is reported.
+# Every stage expects PYTHONPATH=/tmp/site when the wheels were carried (see README "GPU evidence").
 # Seed 0 runs alone and sequentially (the timed one-seed sweep); seeds 1 and 2 then run as a second
 # sweep with JOBS jobs at once on the same GPU (Hydra joblib launcher); one report covers all 21 runs.
 set -uo pipefail
@@ -46,6 +58,47 @@ pathlib.Path("outputs/sweeps/gpu_all/sweep.json").write_text(json.dumps(a, inden
 PY
     $PY sweep.py report_only=true dir=$all wandb_report=false | tee -a "$out/walltimes.txt"
     tar czf "$out/sweeps.tgz" --exclude='*.ckpt' --exclude='wandb' outputs/sweeps
+    ;;
+  carry)
+    if [ ! -d /tmp/site ] && ls .whl/*.whl > /dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    fi
+    mkdir -p ~/pbc && for d in .pbc*/; do mv "$d"* ~/pbc/ 2>/dev/null; done; ls -la ~/pbc | tee "$out/pbc.txt"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.csv"
+    ;;
+  probe)
+    $PY scripts/mps_probe.py --procs 8 --seconds 6 --label no_mps | tee "$out/probe.jsonl"
+    nvidia-cuda-mps-control -d && sleep 1
+    $PY scripts/mps_probe.py --procs 8 --seconds 6 --label mps | tee -a "$out/probe.jsonl"
+    $PY - "$out/probe.jsonl" <<'PY' || { echo quit | nvidia-cuda-mps-control; echo "MPS off"; }
+import json, sys
+rows = {r["label"]: r["steps_per_s_total"] for r in map(json.loads, open(sys.argv[1]))}
+print("MPS", "on" if rows.get("mps", 0) > 1.2 * rows.get("no_mps", 0) else "off", rows)
+sys.exit(0 if rows.get("mps", 0) > 1.2 * rows.get("no_mps", 0) else 1)
+PY
+    ;;
+  recipes)
+    t0=$(date +%s)
+    $PY ~/pbc/make_bloodmnist.py --pack ~/pbc --root ~/.medmnist --sizes 64 128 > "$out/data.log" 2>&1 || { tail "$out/data.log"; exit 1; }
+    budget=$(( ${BUDGET_S:-420} - ($(date +%s) - t0) ))
+    echo "data built in $(( $(date +%s) - t0 )) s; training budget $budget s" | tee "$out/walltimes.txt"
+    common=(trainer=gpu logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false hydra/launcher=joblib)
+    g=outputs/gpu11
+    start=$(date +%s)
+    timeout -s INT -k 20 $budget $PY train.py -m experiment=skip recipe=strong seed=0,1,2 "${common[@]}" \
+      hydra.launcher.n_jobs=3 hydra.sweep.dir=$g/strong > "$out/strong.log" 2>&1 &
+    timeout -s INT -k 20 $budget $PY sweep.py name=gpu11_study recipe=study seeds=[0,1,2] wandb_report=false "${common[@]}" \
+      hydra.launcher.n_jobs=${STUDY_JOBS:-7} > "$out/study.log" 2>&1 &
+    timeout -s INT -k 20 $budget $PY train.py -m recipe=keras +ablation=bn_momentum,init,bn_eps,no_early_stop \
+      experiment=baseline_128,baseline_64 seed=0,1,2 "${common[@]}" hydra.launcher.n_jobs=${ABLATION_JOBS:-5} \
+      hydra.sweep.dir=$g/ablation > "$out/ablation.log" 2>&1 &
+    wait
+    echo "training wall (all three groups at once): $(( $(date +%s) - start )) s" | tee -a "$out/walltimes.txt"
+    $PY sweep.py report_only=true dir=outputs/sweeps/gpu11_study wandb_report=false > /dev/null 2>&1
+    cp outputs/sweeps/gpu11_study/report.md "$out/study_report.md"
+    $PY -m bloodcls.ablation $g outputs/sweeps/gpu11_study --json "$out/groups.json" | tee "$out/groups.md"
+    tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' $g outputs/sweeps/gpu11_study
+    tail -n 5 "$out"/strong.log "$out"/ablation.log "$out"/study.log
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
