@@ -14,7 +14,8 @@
 #                                                       and recipe=strong on skip x 3 seeds; tables into <out dir>.
 #                                                       BUDGET_S (default 420) bounds the training, then what finished
 #                                                       is reported.
-# Every stage expects PYTHONPATH=/tmp/site when the wheels were carried (see README "GPU evidence").
+# On a machine without hydra/omegaconf/medmnist/thop/kornia, carry their wheels in .whl/ and run every
+# stage with PYTHONPATH=/tmp/site:$PWD (README "Fast path", "Running the evidence on a lent GPU").
 # Seed 0 runs alone and sequentially (the timed one-seed sweep); seeds 1 and 2 then run as a second
 # sweep with JOBS jobs at once on the same GPU (Hydra joblib launcher); one report covers all 21 runs.
 set -uo pipefail
