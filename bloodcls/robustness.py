@@ -292,7 +292,9 @@ def summary_table(payloads: Sequence[dict[str, Any]]) -> str:
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for p in payloads:
-        groups.setdefault(str(p.get("experiment") or p.get("model") or Path(p["run"]).name), []).append(p)
+        name = str(p.get("experiment") or p.get("model") or Path(p["run"]).name)
+        name += f" `recipe={p['recipe']}`" if p.get("recipe") else ""  # runs of one experiment, two recipes
+        groups.setdefault(name, []).append(p)
     lines = ["| recipe | runs | seeds | clean acc (%) | acc under shift (%) | drop (points) | clean macro-F1 (%) "
              "| macro-F1 under shift (%) |", "|---|---|---|---|---|---|---|---|"]
     for name, runs in groups.items():
@@ -358,6 +360,7 @@ def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
         "run": str(run),
         "checkpoint": str(ckpt),
         "experiment": previous.get("experiment"),
+        "recipe": previous.get("recipe"),
         "model": hparams.get("name"),
         "train_seed": previous.get("seed"),
         "augment": previous.get("augment"),

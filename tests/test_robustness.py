@@ -159,3 +159,16 @@ def test_cli_missing_data_is_one_clear_message(trained_run, tmp_path):
                            "--no-download"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "bloodmnist.npz not found" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_summary_table_keeps_recipes_of_one_experiment_apart():
+    from bloodcls.robustness import summary_table
+
+    def payload(recipe, seed, clean):
+        return {"experiment": "baseline_64", "recipe": recipe, "train_seed": seed, "run": f"r{seed}",
+                "clean_acc": clean, "mean_acc": clean - 0.3, "drop_acc": 0.3, "clean_f1": clean, "mean_f1": clean - 0.3,
+                "shifts": {"jpeg": {"mean_acc": clean - 0.1}}, "severities": [1], "per_severity": {"acc": [clean - 0.2]}}
+
+    table = summary_table([payload("study", 0, 0.9), payload("strong", 0, 0.95), payload("study", 1, 0.92)])
+    assert "| baseline_64 `recipe=study` | 2 | 0,1 | 91.00 ± 1.41 |" in table
+    assert "| baseline_64 `recipe=strong` | 1 | 0 | 95.00" in table
