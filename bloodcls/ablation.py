@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloodcls.report import _md_table, read_run
+from bloodcls.report import md_table, read_run, recipe_of
 from bloodcls.stats import mean_std
 
 
@@ -42,7 +42,7 @@ def _pm(values: list[float]) -> str:
 def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for run in runs:
-        groups[(str(run.experiment), str(run.results.get("recipe") or "keras (before recipes)"))].append(run)
+        groups[(str(run.experiment), recipe_of(run.results))].append(run)
     rows = []
     for (experiment, recipe), members in sorted(groups.items()):
         members.sort(key=lambda r: r.seed if r.seed is not None else -1)
@@ -66,7 +66,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
              _pm([float(e) for e in r["epochs"]])] for r in rows]
     header = ["experiment", "recipe", "seeds", "test acc (%)", "per seed", "macro F1 (×100)", "TTA x8 acc (%)",
               "epochs"]
-    return "\n".join(_md_table(header, body))
+    return "\n".join(md_table(header, body))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,11 @@ class Report:
     missing: list[dict[str, Any]] = field(default_factory=list)
 
 
+def recipe_of(results: dict[str, Any]) -> str:
+    """The run's recipe (conf/recipe/); runs written before recipes existed used the strict Keras layers."""
+    return str(results.get("recipe") or "keras (before recipes)")
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -225,15 +230,14 @@ def provenance(runs: list[Run]) -> dict[str, Any]:
         "commits": sorted({e.get("commit") for e in envs if e.get("commit")}),
         "dates": [dates[0], dates[-1]] if dates else [],
         "torch": sorted({e.get("torch") for e in envs if e.get("torch")}),
-        # Runs written before recipes existed used the strict Keras layer details.
-        "recipes": sorted({str(r.results.get("recipe") or "keras (before recipes)") for r in done}),
+        "recipes": sorted({recipe_of(r.results) for r in done}),
         "data_files": data,
         "report_built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
@@ -272,7 +276,7 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
                      _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc, *tta,
                      _num(r["study_acc"]), _num(r["epochs_mean"], 1), _num(r["study_epochs"], 0), train,
                      _num(r["study_train_s"]), _num(r["test_s_mean"]), _num(r["study_test_s"])])
-    lines += _md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
+    lines += md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
                         "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
                         "train time (s)", "study", "test time (s)", "study"], rows)
     lines += ["", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock on the devices above, not comparable "
@@ -286,7 +290,7 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
             mean, std = r[f"{key}_mean"], r[f"{key}_std"]
             cells += ["–" if mean is None else f"{mean:.2f} ± {std:.2f}", _num(r[f"study_{key}"], 0)]
         rows.append(cells)
-    lines += _md_table(["experiment", "precision", "study", "recall", "study", "F1", "study"], rows) + [""]
+    lines += md_table(["experiment", "precision", "study", "recall", "study", "F1", "study"], rows) + [""]
 
     lines += ["## Per-class F1 (mean over seeds; best per class in bold)", ""]
     best = {c: max((r[c] for r in rep.tables["per_class_f1"] if r[c] is not None), default=None) for c in CLASS_NAMES}
@@ -296,14 +300,14 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
             "–" if r[c] is None else (f"**{r[c]:.3f}**" if best[c] is not None and r[c] >= best[c] else f"{r[c]:.3f}")
             for c in CLASS_NAMES])
     rows.append(["study's best"] + [study.BEST_PER_CLASS_F1[c] for c in CLASS_NAMES])
-    lines += _md_table(["experiment", *CLASS_NAMES], rows) + [""]
+    lines += md_table(["experiment", *CLASS_NAMES], rows) + [""]
 
     if "robustness" in rep.tables:
         lines += ["## Robustness to lab variability (shift suite)", ""]
         rows = [[r["experiment"], str(r["seeds"]), _num(r["clean_acc_mean"]),
                  f"{_num(r['shifted_acc_mean'])} ± {_num(r['shifted_acc_std'])}", _num(r["drop_mean"])]
                 for r in rep.tables["robustness"]]
-        lines += _md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"],
+        lines += md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"],
                            rows) + [""]
 
     sig = rep.significance
@@ -331,7 +335,7 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
         rows = [[r.folder.name, str(r.experiment), str(r.seed), r.status, (r.error or "").replace("|", "/")[:300]]
                 for r in failed]
         rows += [["–", m["experiment"], str(m["seed"]), m["status"], ""] for m in rep.missing]
-        lines += _md_table(["job", "experiment", "seed", "status", "error"], rows) + [""]
+        lines += md_table(["job", "experiment", "seed", "status", "error"], rows) + [""]
 
     if figures:
         lines += ["## Figures", ""]

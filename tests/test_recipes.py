@@ -135,6 +135,9 @@ def test_ablation_table_groups_by_experiment_and_recipe(strong_run, reference_ru
     assert {r["recipe"] for r in rows} == {"strong", "study"} and all(r["runs"] == 1 for r in rows)
     assert ablation_main([str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert ablation_main([str(tmp_path / "empty")]) == 2
+    assert "no completed run (a folder with results.json)" in capsys.readouterr().err
 
 
 def test_ema_weights_are_checkpointed_tested_and_exported(synthetic_root, tmp_path):

@@ -137,6 +137,8 @@ def test_cli_out_folder_and_table(trained_run, synthetic_root, tmp_path, capsys)
         assert (tmp_path / run.name / name).is_file()
     table = capsys.readouterr().out
     assert "| recipe |" in table and "| 2 |" in table  # both targets, one recipe
+    assert json.loads((tmp_path / run.name / "robustness.json").read_text())["recipe"] == "study"
+    assert "| baseline_28 `recipe=study` | 2 |" in table
 
 
 def test_cli_user_errors(tmp_path, trained_run, capsys):
