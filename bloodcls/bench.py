@@ -217,9 +217,9 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
         dm.setup()
         cache[size] = dm
     dm = cache[size]
-    from bloodcls.models import build_model
+    from bloodcls.models import build_from_hparams
 
-    macs = operation_counts(build_model(cfg.model.name, size), size)["macs"]
+    macs = operation_counts(build_from_hparams({**cfg.model, "img_size": size}, weights=False), size)["macs"]
     cuda = device.type == "cuda"
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
     common = dict(workers=args.workers, steps=args.steps, datamodule=dm)

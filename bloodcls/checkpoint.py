@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from bloodcls.errors import UserError
-from bloodcls.models import build_model
+from bloodcls.models import build_from_hparams
 
 NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
 SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
@@ -141,9 +141,7 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
             f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
             f"input size and classes. {_HINT}"
         )
-    net = build_model(hparams["name"], img_size=int(hparams["img_size"]), num_classes=int(hparams["num_classes"]),
-                      dropout_scale=float(hparams.get("dropout_scale", 1.0)), bn_momentum=hparams.get("bn_momentum"),
-                      bn_eps=hparams.get("bn_eps"))
+    net = build_from_hparams(hparams, weights=False)
     state = network_state(contents)
     try:
         net.load_state_dict(state, strict=True)

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
 from bloodcls.metrics import classification_metrics, flatten_scores
-from bloodcls.models import build_model
+from bloodcls.models import build_from_hparams
 from bloodcls.tta import tta_proba
 
 
@@ -54,17 +54,20 @@ class BloodCellClassifier(L.LightningModule):
         monitor: str = "val/loss",
         channels_last: bool = False,
         compile: bool = False,
+        arch: str | None = None,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
         class_names = list(class_names or CLASS_NAMES)
         self.save_hyperparameters(
             {"name": name, "img_size": img_size, "num_classes": num_classes, "class_names": class_names,
              "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "bn_eps": bn_eps, "init": init,
-             "label_smoothing": label_smoothing, "tta": tta, "channels_last": channels_last, "compile": compile}
+             "label_smoothing": label_smoothing, "tta": tta, "channels_last": channels_last, "compile": compile,
+             "arch": arch, "pretrained": pretrained, "pretrained_path": pretrained_path}
         )
         self.class_names = class_names
-        self.net = build_model(name, img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale,
-                               bn_momentum=bn_momentum, bn_eps=bn_eps, init=init)
+        self.net = build_from_hparams(self.hparams)
         self.label_smoothing = label_smoothing
         self.tta = tta
         self.optimizer_factory = optimizer or default_optimizer

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.callbacks import EpochSeed, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.environment import environment
 from bloodcls.errors import UserError
-from bloodcls.models import build_model
+from bloodcls.models import build_from_hparams
 from bloodcls.profiling import efficiency
 from bloodcls.resume import keep_csv_history, start_or_resume
 from bloodcls.status import RunRecord, record_run
@@ -166,8 +166,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
         test_time = time.perf_counter() - t0
 
-    eff = efficiency(build_model(cfg.model.name, img_size=cfg.data.img_size, num_classes=datamodule.num_classes),
-                     cfg.data.img_size)
+    eff = efficiency(build_from_hparams(cfg.model, num_classes=datamodule.num_classes, weights=False), cfg.data.img_size)
     eff.update({
         "train_time_s": sum(r["time_s"] for r in epochs),
         "fit_wall_s": fit_wall,
@@ -183,6 +182,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         "experiment": cfg.get("experiment_name"),
         "run_name": cfg.get("run_name"),
         "model": cfg.model.name,
+        "arch": cfg.model.get("arch"),
         "img_size": cfg.data.img_size,
         "augment": "robust" if datamodule.photometric is not None else datamodule.augment,
         "seed": cfg.seed,

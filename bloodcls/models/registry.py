@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -19,6 +20,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "hybrid": hybrid,
 }
 
+
+# Families built from another library by architecture name (model.arch): `model=timm model.arch=resnet18`.
+FAMILIES = ("timm",)
 
 # "keras": Glorot-uniform weights, zero biases (what the architectures build); "torch": PyTorch's default
 # (Kaiming-uniform with a=sqrt(5), fan-in-scaled uniform biases).
@@ -37,6 +41,9 @@ def build_model(
     bn_momentum: float | None = None,
     bn_eps: float | None = None,
     init: str = "keras",
+    arch: str | None = None,
+    pretrained: bool = False,
+    pretrained_path: str | None = None,
 ) -> nn.Module:
     """Build a registered architecture; an unknown name is a user error listing the known ones.
 
@@ -44,16 +51,25 @@ def build_model(
     PyTorch terms, Glorot-uniform weights). ``bn_momentum``/``bn_eps`` replace the BatchNorm values and
     ``init="torch"`` re-initialises every conv and dense layer with PyTorch's default: the ``study``
     recipe uses both, because they, not the Keras values, reproduce the study's accuracy (README,
-    "Why the defaults are what they are").
+    "Why the defaults are what they are"). ``name="timm"`` builds the timm architecture ``arch``
+    (optionally with ImageNet weights) with timm's own initialisation; the recipe's BatchNorm values apply.
     """
-    if name not in MODELS:
-        raise UserError(
-            f"Unknown model '{name}'. Known models: {', '.join(model_names())}. "
-            "Pick one with model=<name> (e.g. `python train.py model=skip`)."
-        )
-    model = MODELS[name](img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale)
     if init not in INITS:
         raise UserError(f"model.init={init!r} is not a known initialisation. Use one of: {', '.join(INITS)}.")
+    if name == "timm":  # timm's own (or pretrained) weights: init does not apply, the recipe's BatchNorm does
+        from bloodcls.models.timm_backbone import build_timm
+
+        model = build_timm(arch, img_size=img_size, num_classes=num_classes, pretrained=bool(pretrained),
+                           pretrained_path=pretrained_path)
+        init = "keras"
+    elif name in MODELS:
+        model = MODELS[name](img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale)
+    else:
+        raise UserError(
+            f"Unknown model '{name}'. Known models: {', '.join(model_names())}, "
+            "or any timm architecture with model=timm model.arch=<timm name>. "
+            "Pick one with model=<name> (e.g. `python train.py model=skip`)."
+        )
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if bn_momentum is not None:
@@ -63,3 +79,19 @@ def build_model(
         elif init == "torch" and isinstance(m, (nn.Conv2d, nn.Linear)):
             m.reset_parameters()
     return model
+
+
+def build_from_hparams(hparams: Mapping[str, Any], num_classes: int | None = None, weights: bool = True) -> nn.Module:
+    """The network a model config or a checkpoint's hyper-parameters describe (one home for that mapping).
+
+    ``weights=False`` skips downloading pretrained weights: for a checkpoint, whose own weights are loaded
+    next, and for counting parameters and operations.
+    """
+    return build_model(
+        str(hparams["name"]), img_size=int(hparams["img_size"]),
+        num_classes=int(num_classes if num_classes is not None else hparams.get("num_classes", 8)),
+        dropout_scale=float(hparams.get("dropout_scale", 1.0)), bn_momentum=hparams.get("bn_momentum"),
+        bn_eps=hparams.get("bn_eps"), init=str(hparams.get("init") or "keras"), arch=hparams.get("arch"),
+        pretrained=bool(hparams.get("pretrained")) and weights,
+        pretrained_path=hparams.get("pretrained_path") if weights else None,
+    )
