@@ -40,7 +40,10 @@ def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_pat
     assert cfg.recipe_name == recipe and cfg.experiment_name == experiment
     module = hydra.utils.instantiate(cfg.model)
     assert module.hparams["init"] == cfg.model.init and module.hparams["bn_eps"] == cfg.model.bn_eps
-    assert all(m.momentum == 0.01 and m.eps == 1e-3 for m in _bns(module.net))  # Keras's BatchNorm in every recipe
+    if cfg.model.name == "timm":  # standard backbones keep timm's BatchNorm (tests/test_timm.py)
+        assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in _bns(module.net))
+    else:
+        assert all(m.momentum == 0.01 and m.eps == 1e-3 for m in _bns(module.net))  # Keras's BatchNorm in every recipe
     if recipe == "strong":
         assert cfg.model.optimizer._target_ == "torch.optim.AdamW" and cfg.callbacks.early_stopping is None
         assert cfg.model.scheduler.T_max == cfg.trainer.max_epochs == 20 and cfg.model.tta

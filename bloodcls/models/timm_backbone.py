@@ -3,8 +3,9 @@
 ``model=timm model.arch=resnet18`` builds any timm architecture with 8 classes at ``data.img_size``.
 From scratch, inputs stay in [0, 1] as the study's; with ImageNet weights the network normalises its
 input itself (the weights' mean/std as buffers saved in the checkpoint), so predict, export and the
-robustness suite feed every model the same [0, 1] images. timm's own initialisation is kept (these are
-reference points as the literature builds them, not Keras ports); the recipe's BatchNorm values apply.
+robustness suite feed every model the same [0, 1] images. timm's own initialisation and BatchNorm settings
+are kept (reference points as the literature trains them, not Keras ports); the recipe's optimiser,
+schedule, epochs, loss and augmentation apply as to every model.
 """
 
 from __future__ import annotations
@@ -61,15 +62,28 @@ def _check_arch(arch: str | None) -> str:
 
 
 def _create(arch: str, img_size: int, num_classes: int, **kwargs) -> nn.Module:
-    """timm.create_model, passing the input size to the architectures that take one (ViTs and kin)."""
+    """timm.create_model, passing the input size to the architectures that take one (ViTs and kin), then
+    one forward pass at that size, so a network that shrinks the image below a kernel stops here, clearly."""
     import timm
 
     try:
-        return timm.create_model(arch, num_classes=num_classes, img_size=img_size, **kwargs)
+        net = timm.create_model(arch, num_classes=num_classes, img_size=img_size, **kwargs)
     except TypeError as err:
         if "img_size" not in str(err):
             raise
-        return timm.create_model(arch, num_classes=num_classes, **kwargs)
+        net = timm.create_model(arch, num_classes=num_classes, **kwargs)
+    except (AssertionError, ValueError) as err:
+        raise UserError(f"timm cannot build {arch} for {img_size} px inputs ({str(err).splitlines()[0][:160]}). "
+                        "Pick another data.img_size (28, 64 or 128) or another model.arch.") from None
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, img_size, img_size))
+    except RuntimeError as err:
+        raise UserError(f"{arch} cannot take {img_size} px inputs: its downsampling leaves a feature map smaller "
+                        f"than a kernel ({str(err).splitlines()[0][:160]}). Use a larger data.img_size "
+                        "(e.g. 64 or 128) or an architecture with less downsampling (e.g. resnet18).") from None
+    return net.train()
 
 
 def build_timm(arch: str | None, img_size: int = 128, num_classes: int = 8, pretrained: bool = False,
