@@ -9,14 +9,14 @@ SIZES  ?= 28 64 128
 SHARED ?= ../shared/data
 DATA_ROOT ?= $(HOME)/.medmnist
 
-.PHONY: venv train sweep test lint data clean robust ablation
+.PHONY: venv train sweep test lint data clean robust ablation demo
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,export,scale]"
+	$(BIN)/pip install -q -e ".[dev,export,scale,demo]"
 	touch $@
 
 # Offline machines with the PBC source pack beside the checkout: build official-layout files once.
@@ -40,6 +40,13 @@ robust: venv data
 	$(BIN)/python train.py -m experiment=$(ROBUST_EXP),$(ROBUST_EXP)_robust seed=0,1,2 logger=csv \
 	  trainer.enable_progress_bar=false hydra.sweep.dir=$(ROBUST_DIR) $(ARGS)
 	$(BIN)/python -m bloodcls.robustness $(ROBUST_DIR) --table | tee $(ROBUST_DIR)/robustness_table.md
+
+# The browser demo on a trained model: make demo CKPT=outputs/runs/<date>/<time>_<name>_<id> [PORT=7860]
+CKPT ?=
+PORT ?= 7860
+demo: venv
+	@if [ -z "$(CKPT)" ]; then echo "error: give the model: make demo CKPT=<run folder or .ckpt file>"; exit 2; fi
+	$(BIN)/python -m bloodcls.demo $(CKPT) --port $(PORT)
 
 test: venv
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -29,13 +29,18 @@ from bloodcls.tta import tta_proba
 TOP_K = 3
 
 
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """N x S x S x 3 uint8 -> N x 3 x S x S float in [0, 1]: what the networks take."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
 @torch.inference_mode()
 def predict_proba(net: torch.nn.Module, images: np.ndarray, tta: bool = False, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N x classes) for N x S x S x 3 uint8 images, as the network saw data in training."""
     net.eval()
     out = []
     for lo in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + batch_size])).permute(0, 3, 1, 2).float().div_(255)
+        x = to_tensor(images[lo:lo + batch_size])
         probs = tta_proba(net, x) if tta else net(x).float().softmax(dim=1)
         out.append(probs)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bloodcls.synthetic import write_synthetic_npz
 
@@ -60,3 +64,38 @@ def reference_run(synthetic_root, tmp_path_factory):
 def trained_checkpoint(reference_run) -> Path:
     """best.ckpt of the reference run: a 2-epoch U-Net at 28 px (predict, export and checkpoint tests)."""
     return reference_run[0] / "checkpoints" / "best.ckpt"
+
+
+def png_bomb(path, side=100_000):
+    """A valid PNG header claiming side x side pixels (10 gigapixels) with almost no data: a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """User image files: good ones in odd modes and shapes, and every kind of bad one."""
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (50, 80, 4), dtype=np.uint8)
+    rgba[:, :, 3] = 255
+    rgba[:, :15, 3] = 0  # left margin fully transparent (cropped away anyway)
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L").save(d / "grey.jpg")
+    wide = np.zeros((30, 90, 3), dtype=np.uint8)
+    wide[:, :30] = (255, 0, 0)
+    wide[:, 30:60] = (0, 255, 0)
+    wide[:, 60:] = (0, 0, 255)
+    Image.fromarray(wide).save(d / "wide.tiff")
+    Image.fromarray(wide).convert("P").save(d / "palette.bmp")
+    data = (d / "rgba.png").read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.png").write_text("not an image\n")
+    png_bomb(d / "bomb.png")
+    return d

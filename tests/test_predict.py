@@ -2,11 +2,9 @@
 
 import csv
 import json
-import struct
 import subprocess
 import sys
 import tarfile
-import zlib
 
 import numpy as np
 import pytest
@@ -20,40 +18,6 @@ from bloodcls.predict import classify, main, predict_proba
 from bloodcls.tta import eight_views
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO
-
-
-def png_bomb(path, side=100_000):
-    """A valid PNG header claiming side x side pixels (10 gigapixels) with almost no data: a decompression bomb."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    rgba = rng.integers(0, 256, (50, 80, 4), dtype=np.uint8)
-    rgba[:, :, 3] = 255
-    rgba[:, :15, 3] = 0  # left margin fully transparent (cropped away anyway)
-    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
-    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L").save(d / "grey.jpg")
-    wide = np.zeros((30, 90, 3), dtype=np.uint8)
-    wide[:, :30] = (255, 0, 0)
-    wide[:, 30:60] = (0, 255, 0)
-    wide[:, 60:] = (0, 0, 255)
-    Image.fromarray(wide).save(d / "wide.tiff")
-    Image.fromarray(wide).convert("P").save(d / "palette.bmp")
-    data = (d / "rgba.png").read_bytes()
-    (d / "truncated.png").write_bytes(data[: len(data) // 2])
-    (d / "empty.jpg").write_bytes(b"")
-    (d / "notes.png").write_text("not an image\n")
-    png_bomb(d / "bomb.png")
-    return d
 
 
 def test_modes_become_rgb_at_the_models_size(images):
