@@ -31,7 +31,10 @@ TOP_K = 3
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """N x S x S x 3 uint8 -> N x 3 x S x S float in [0, 1]: what the networks take."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    arr = np.ascontiguousarray(images)
+    if not arr.flags.writeable:  # Pillow's arrays are read-only; torch.from_numpy warns on those
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
 
 
 @torch.inference_mode()

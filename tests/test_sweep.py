@@ -208,3 +208,19 @@ def test_report_tables_go_to_a_wandb_summary_run(tmp_path, monkeypatch):
     blob = log_file.read_bytes()
     for key in (b"report/performance", b"report/macro", b"report/per_class_f1", b"mysweep-report", b"mysweep"):
         assert key in blob, key
+
+
+def test_a_timm_backbone_is_ranked_beside_the_study_rows(tmp_path):
+    """resnet18_64 has no study figure: its row shows dashes there, and it still enters the significance test."""
+    sweep = tmp_path / "sweep"
+    labels = [i % 8 for i in range(40)]
+    wrong_6 = [(y + 1) % 8 if i < 6 else y for i, y in enumerate(labels)]
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"experiments": ["baseline_64", "resnet18_64"], "seeds": [0]}))
+    _fake_run(sweep / "runs" / "0_baseline_64_s0", "baseline_64", 0, 0.85, wrong_6, labels)
+    _fake_run(sweep / "runs" / "1_resnet18_64_s0", "resnet18_64", 0, 1.0, labels, labels)
+    assert sweep_main(["report_only=true", f"dir={sweep}", "wandb_report=false"]) == 0
+    rep = build_report(sweep)
+    assert (rep.significance["best"], rep.significance["runner_up"]) == ("resnet18_64", "baseline_64")
+    row = next(ln for ln in (sweep / "report.md").read_text().splitlines() if ln.startswith("| resnet18_64 |"))
+    assert "100.00" in row and "88.66" not in row
