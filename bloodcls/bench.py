@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from bloodcls.environment import environment
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.profiling import operation_counts
-
-EXPERIMENTS = ("baseline_64", "baseline_128", "baseline_aug", "unet", "inception", "skip", "hybrid")
+from bloodcls.study import EXPERIMENTS
 
 # Dense bf16 tensor-core peaks from vendor datasheets (TFLOP/s); only a reference line.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0,
@@ -94,7 +93,7 @@ class PathRunner:
     """One configuration of the data path and numerics, ready to time training and inference."""
 
     def __init__(self, cfg, device: torch.device, *, fast: bool, workers: int, steps: int | None, bf16: bool,
-                 channels_last: bool, compile: bool, datamodule=None) -> None:
+                 channels_last: bool, compile: bool | str, datamodule=None) -> None:
         from bloodcls.data import BloodMNISTDataModule
 
         data_kw = dict(cfg.data)
@@ -110,6 +109,7 @@ class PathRunner:
             dm.setup()
         torch.manual_seed(0)
         self.module = hydra.utils.instantiate(cfg.model, channels_last=channels_last, compile=compile).to(device)
+        captured = self.module.compile_for(device) if compile == "graphs" else False
         opt_kw = {"fused": True} if fast and device.type == "cuda" else {}
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=float(cfg.model.optimizer.lr), **opt_kw)
         self.dm, self.device, self.steps, self.bf16 = dm, device, steps, bf16
@@ -118,7 +118,7 @@ class PathRunner:
         self.train_loader, self.test_loader = dm.train_dataloader(), dm.test_dataloader()
         # On the CPU a full test pass is minutes: time a few eval batches there.
         self.infer_steps = None if steps is None else max(1, steps // 4)
-        self.settings = {"bf16": bf16, "channels_last": channels_last, "compile": compile,
+        self.settings = {"bf16": bf16, "channels_last": channels_last, "compile": compile, "cuda_graphs": captured,
                          "workers": 0 if fast else workers, "on_device": fast and device.type == "cuda"}
 
     def train_once(self, limit: int | None) -> tuple[int, float]:
@@ -224,7 +224,9 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
     common = dict(workers=args.workers, steps=args.steps, datamodule=dm)
     variants = [("plain", dict(fast=False, bf16=False, channels_last=False, compile=False)),
-                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile))]
+                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile)),
+                # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead"); eager on the CPU
+                ("fast_graphs", dict(fast=True, bf16=bf16_ok, channels_last=True, compile="graphs"))]
     if args.ablate:
         variants += [("fast_fp32", dict(fast=True, bf16=False, channels_last=True, compile=False)),
                      ("fast_nchw", dict(fast=True, bf16=bf16_ok, channels_last=False, compile=False))]
@@ -243,6 +245,7 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
         "macs": macs, "paths": results,
         "speedup_train": fast["train_images_per_s"] / plain["train_images_per_s"],
         "speedup_infer": fast["infer_images_per_s"] / plain["infer_images_per_s"],
+        "speedup_train_graphs": results["fast_graphs"]["train_images_per_s"] / plain["train_images_per_s"],
         "augmentation_ms_per_batch": augmentation_microbench(size, device, int(cfg.data.batch_size)),
     }
 
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(report))
     for row in report["experiments"]:
         aug = ", ".join(f"{k} {v:.2f} ms" for k, v in row["augmentation_ms_per_batch"].items())
-        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x, inference "
+        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x "
+              f"({row['speedup_train_graphs']:.2f}x with CUDA graphs), inference "
               f"{row['speedup_infer']:.2f}x; augmentation per batch: {aug}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -18,8 +18,12 @@ PER_CLASS = ("precision", "recall", "f1")
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
-    """One collection per stage; states are synced across DDP ranks when computed."""
-    kw = {"num_classes": num_classes}
+    """One collection per stage; states are synced across DDP ranks when computed.
+
+    ``validate_args=False``: the argument checks read tensor values back to the host on every update
+    (a GPU sync per batch); the inputs are always the network's logits and integer labels.
+    """
+    kw = {"num_classes": num_classes, "validate_args": False}
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(average="micro", **kw),

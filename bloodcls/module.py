@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -16,6 +17,11 @@ from bloodcls.errors import UserError
 from bloodcls.metrics import classification_metrics, flatten_scores
 from bloodcls.models import build_from_hparams
 from bloodcls.tta import tta_proba
+
+log = logging.getLogger(__name__)
+
+# model.compile: False (eager), True (torch.compile), "graphs" (torch.compile with CUDA graphs, CUDA only)
+COMPILE_MODES = (False, True, "graphs")
 
 
 class NonFiniteLossError(UserError):
@@ -53,7 +59,7 @@ class BloodCellClassifier(L.LightningModule):
         scheduler: Callable[..., object] | None = None,
         monitor: str = "val/loss",
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         arch: str | None = None,
         pretrained: bool = False,
         pretrained_path: str | None = None,
@@ -76,8 +82,11 @@ class BloodCellClassifier(L.LightningModule):
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
         self.register_buffer("_finite", torch.tensor(True), persistent=False)
         self.finite_check_every = 50
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        # validate_args=False: torchmetrics' input checks read values back to the host on every update,
+        # a sync per training step on the GPU; the inputs here are the network's own logits and labels.
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        # nan_strategy="disable": no per-batch NaN check (a host sync); a NaN loss shows as a NaN score instead.
+        self.eval_loss = nn.ModuleDict({s: MeanMetric(nan_strategy="disable") for s in ("val", "test")})
         # "test_tta": the same scores with probabilities averaged over the 8 rotations/flips (model.tta=true),
         # reported beside the plain test scores, never instead of them.
         self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test", "test_tta")})
@@ -87,8 +96,30 @@ class BloodCellClassifier(L.LightningModule):
         self._test_preds: list[torch.Tensor] = []
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if compile:
+        if compile not in COMPILE_MODES:
+            raise UserError(f"model.compile={compile!r} is not one of false, true (torch.compile) or graphs "
+                            "(torch.compile with CUDA graphs, trainer=gpu only).")
+        self.compile_mode = compile
+        self.compiled = False
+        if compile is True:
             self.net.compile()
+            self.compiled = True
+
+    def compile_for(self, device: torch.device) -> bool:
+        """``compile=graphs``: capture the network's steps in CUDA graphs (torch.compile's reduce-overhead
+        mode, static shapes; the last, smaller batch of an epoch gets a graph of its own). CUDA only: on
+        any other device the network stays eager and this returns False."""
+        if self.compile_mode != "graphs" or self.compiled:
+            return self.compiled
+        if torch.device(device).type != "cuda":
+            log.info("model.compile=graphs captures CUDA graphs; on %s the network runs eagerly", device)
+            return False
+        self.net.compile(mode="reduce-overhead", dynamic=False)
+        self.compiled = True
+        return True
+
+    def setup(self, stage: str) -> None:
+        self.compile_for(self.trainer.strategy.root_device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -14,11 +14,18 @@
 #                                                       and recipe=strong on skip x 3 seeds; tables into <out dir>.
 #                                                       BUDGET_S (default 420) bounds the training, then what finished
 #                                                       is reported.
+#   scripts/gpu_evidence.sh speed <out dir>            issue 13, in about 11 minutes after `carry`: build the files, time
+#                                                       the one-seed seven-experiment sweep end to end (jobs side by side,
+#                                                       trainer=gpu), `bench --all` (plain / fast / fast + CUDA graphs, with
+#                                                       TFLOP/s and % of bf16 peak), then seeds 1-2 of the study table if
+#                                                       BUDGET_S (default 600) leaves time; every number, with device,
+#                                                       commit and date, into <out dir>/readme_gpu.md.
 # On a machine without hydra/omegaconf/medmnist/thop/kornia, carry their wheels in .whl/ and run every
 # stage with PYTHONPATH=/tmp/site:$PWD (README "Fast path", "Running the evidence on a lent GPU").
 # Seed 0 runs alone and sequentially (the timed one-seed sweep); seeds 1 and 2 then run as a second
 # sweep with JOBS jobs at once on the same GPU (Hydra joblib launcher); one report covers all 21 runs.
 set -uo pipefail
+first_table() { awk '/^\| experiment/{f=1} f&&!/^\|/{exit} f' "$1"; }  # the first Markdown table of a report
 stage=${1:?bench or sweep}; out=${2:?output folder}; shift 2
 mkdir -p "$out"
 PY=${PYTHON:-python3}
@@ -100,6 +107,50 @@ PY
     $PY -m bloodcls.ablation $g outputs/sweeps/gpu11_study --json "$out/groups.json" | tee "$out/groups.md"
     tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' $g outputs/sweeps/gpu11_study
     tail -n 5 "$out"/strong.log "$out"/ablation.log "$out"/study.log
+    ;;
+  speed)
+    # Dry run on a CPU with synthetic files: TRAINER=cpu BENCH_ARGS="data.root=..." ... speed <out> data.root=...
+    t0=$(date +%s)
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BLOODCLS_COMMIT:-unknown}")
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+    md="$out/readme_gpu.md"
+    echo "# GPU evidence: $gpu, commit $commit, $(date -u +%Y-%m-%d)" > "$md"
+    [ -f ~/.medmnist/bloodmnist_128.npz ] || $PY ~/pbc/make_bloodmnist.py --pack ~/pbc --root ~/.medmnist --sizes 64 128 \
+      > "$out/data.log" 2>&1 || { tail "$out/data.log"; exit 1; }
+    echo "data ready after $(( $(date +%s) - t0 )) s" | tee "$out/walltimes.txt"
+    # 1. the one-seed sweep, start to report, all seven jobs side by side (sweep.py jobs=auto on trainer=gpu)
+    s0=$(date +%s)
+    timeout -s INT -k 20 ${SWEEP_S:-300} $PY sweep.py name=speed_seed0 seeds=[0] trainer=${TRAINER:-gpu} logger=csv \
+      trainer.enable_progress_bar=false trainer.enable_model_summary=false wandb_report=false "$@" \
+      > "$out/sweep_seed0.log" 2>&1
+    rc=$?
+    s1=$(date +%s)
+    echo "one-seed seven-experiment sweep, start to report: $((s1 - s0)) s (exit $rc)" | tee -a "$out/walltimes.txt"
+    cp outputs/sweeps/speed_seed0/report.md "$out/sweep_seed0_report.md" 2>/dev/null
+    { echo; echo "## One-seed sweep (seven experiments, jobs side by side): $((s1 - s0)) s start to report"; echo;
+      first_table "$out/sweep_seed0_report.md"; } >> "$md"
+    # 2. the benchmark: plain vs. fast vs. fast + CUDA graphs, every experiment
+    timeout -s INT -k 20 ${BENCH_S:-200} $PY -m bloodcls.bench --all --reps ${REPS:-2} --steps ${STEPS:-150} \
+      --workers ${WORKERS:-8} --json "$out/bench.json" $BENCH_ARGS 2>&1 | grep -v -i warn | tee "$out/bench.log"
+    { echo; echo "## bloodcls.bench --all (steps ${STEPS:-150} x ${REPS:-2} reps per path)"; echo;
+      first_table "$out/bench.log"; grep "fast/plain training" "$out/bench.log"; } >> "$md"
+    # 3. seeds 1-2 of the study table with the current defaults, if the budget leaves time
+    left=$(( ${BUDGET_S:-600} - ($(date +%s) - t0) ))
+    if [ $left -gt 120 ]; then
+      timeout -s INT -k 20 $left $PY sweep.py name=speed_seeds12 seeds=[1,2] trainer=${TRAINER:-gpu} logger=csv \
+        trainer.enable_progress_bar=false trainer.enable_model_summary=false wandb_report=false "$@" \
+        > "$out/sweep_seeds12.log" 2>&1
+      mkdir -p outputs/sweeps/speed_all/runs
+      for d in outputs/sweeps/speed_seed0/runs/*/ outputs/sweeps/speed_seeds12/runs/*/; do
+        cp -r "$d" outputs/sweeps/speed_all/runs/; done
+      cp outputs/sweeps/speed_seed0/sweep.json outputs/sweeps/speed_all/sweep.json
+      $PY sweep.py report_only=true dir=outputs/sweeps/speed_all wandb_report=false > /dev/null 2>&1
+      cp outputs/sweeps/speed_all/report.md "$out/study_3seeds_report.md"
+      { echo; echo "## Study table, seeds 0-2 (what finished within the budget)"; echo;
+        first_table "$out/study_3seeds_report.md"; } >> "$md"
+    fi
+    tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' outputs/sweeps
+    echo "total $(( $(date +%s) - t0 )) s" | tee -a "$out/walltimes.txt"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

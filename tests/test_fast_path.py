@@ -96,7 +96,8 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys):
     report = bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
                          "--reps", "2", "--warmup", "1", "--workers", "1", "--json", str(tmp_path / "b.json")])
     (row,) = report["experiments"]
-    assert set(row["paths"]) == {"plain", "fast"}
+    assert set(row["paths"]) == {"plain", "fast", "fast_graphs"}
+    assert row["paths"]["fast_graphs"]["settings"]["cuda_graphs"] is False  # CUDA only: eager on the CPU
     for p in row["paths"].values():
         assert p["train_images_per_s"] > 0 and p["infer_images_per_s"] > 0 and len(p["reps_train_images_per_s"]) == 2
     assert row["speedup_train"] == pytest.approx(
@@ -105,3 +106,45 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| inception | plain |" in printed and "| inception | fast |" in printed and "fast/plain training" in printed
     assert (tmp_path / "b.json").is_file()
+
+
+def _fit_steps(compile_mode, synthetic_root, steps=4):
+    torch.manual_seed(0)
+    model = BloodCellClassifier(name="skip", img_size=28, compile=compile_mode)
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=True)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, deterministic=True)
+    trainer.fit(model, datamodule=dm)
+    return model
+
+
+def test_graphs_switch_is_eager_on_the_cpu_with_the_same_loss_and_weights(synthetic_root):
+    eager = _fit_steps(False, synthetic_root)
+    graphs = _fit_steps("graphs", synthetic_root)
+    assert graphs.compile_mode == "graphs" and not graphs.compiled
+    assert graphs.net._compiled_call_impl is None  # nothing captured or compiled off CUDA
+    for (name, a), (_, b) in zip(eager.state_dict().items(), graphs.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert eager.trainer.callback_metrics["train/loss"] == graphs.trainer.callback_metrics["train/loss"]
+
+
+def test_compile_values_are_checked():
+    from bloodcls.errors import UserError
+
+    with pytest.raises(UserError, match="model.compile='graph' is not one of false, true"):
+        BloodCellClassifier(name="skip", img_size=28, compile="graph")
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(synthetic_root, monkeypatch):
+    """No .item()/bool()/tolist() in the step or its metric updates: on the GPU each would be a host sync."""
+    model = BloodCellClassifier(name="inception", img_size=28)
+    x, y = torch.rand(8, 3, 28, 28), torch.arange(8) % 8
+    calls = []
+    for attr in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, attr)
+        monkeypatch.setattr(torch.Tensor, attr, lambda self, *a, _o=original, _n=attr, **k: calls.append(_n) or _o(self, *a, **k))
+    model.training_step((x, y), 0)
+    model._eval_step("val", (x, y))
+    monkeypatch.undo()
+    assert calls == []

@@ -224,3 +224,24 @@ def test_a_timm_backbone_is_ranked_beside_the_study_rows(tmp_path):
     assert (rep.significance["best"], rep.significance["runner_up"]) == ("resnet18_64", "baseline_64")
     row = next(ln for ln in (sweep / "report.md").read_text().splitlines() if ln.startswith("| resnet18_64 |"))
     assert "100.00" in row and "88.66" not in row
+
+
+def test_jobs_share_the_gpu_through_joblib():
+    from bloodcls.sweeping import train_command
+
+    def launcher(args):
+        settings, overrides = parse_args(args)
+        cmd = train_command(settings, overrides, Path("/tmp/s"))
+        return [c for c in cmd if c.startswith("hydra/launcher=") or c.startswith("hydra.launcher.n_jobs=")]
+
+    assert launcher(["trainer=gpu", "seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=7"]
+    assert launcher(["trainer=gpu"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=8"]  # 21 jobs, 8 at once
+    assert launcher(["seeds=[0]"]) == []  # the CPU: one job at a time
+    assert launcher(["jobs=2", "seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert launcher(["trainer=gpu", "hydra/launcher=submitit_local"]) == ["hydra/launcher=submitit_local"]
+
+
+def test_bad_jobs_value_is_a_clear_error(tmp_path):
+    proc = run_cli("sweep.py", "jobs=0", "experiments=[inception]", "seeds=[0]", f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 2 and "jobs=0: give a whole number" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweeps").exists()
