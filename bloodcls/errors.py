@@ -43,6 +43,14 @@ def _failed_job(err: BaseException) -> Exception:
                                  "the other jobs of the sweep still ran.")
 
 
+def _log_to_files(err: BaseException) -> None:
+    """Write the error to the log files only (Hydra's job log), not to the console handlers."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (err,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def report_user_errors(func: F) -> F:
     """Turn a :class:`UserError` escaping a CLI entry point into its message and exit status 2.
 
@@ -56,8 +64,7 @@ def report_user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as err:
-            if logging.getLogger().handlers:  # under Hydra: keep the reason in the run's log file too
-                log.error("%s", err)
+            _log_to_files(err)  # under Hydra: keep the reason in the run's log file; the console gets it once below
             if _in_multirun():
                 print(f"error: {err}", file=sys.stderr)
                 raise _failed_job(err) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -15,6 +15,28 @@ from torchmetrics.classification import (
 )
 
 PER_CLASS = ("precision", "recall", "f1")
+
+
+class WeightedMean(Metric):
+    """Mean of per-batch values weighted by batch size, summed across DDP ranks when computed.
+
+    torchmetrics' ``MeanMetric`` checks every update for NaNs (a host sync per batch on the GPU), and
+    with that check disabled it drops the weights (torchmetrics 1.9). A NaN loss shows as a NaN score.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: float | torch.Tensor = 1.0) -> None:
+        self.total += value.detach().double().sum() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

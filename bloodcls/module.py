@@ -9,12 +9,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
-from bloodcls.metrics import classification_metrics, flatten_scores
+from bloodcls.metrics import WeightedMean, classification_metrics, flatten_scores
 from bloodcls.models import build_from_hparams
 from bloodcls.tta import tta_proba
 
@@ -85,8 +84,7 @@ class BloodCellClassifier(L.LightningModule):
         # validate_args=False: torchmetrics' input checks read values back to the host on every update,
         # a sync per training step on the GPU; the inputs here are the network's own logits and labels.
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
-        # nan_strategy="disable": no per-batch NaN check (a host sync); a NaN loss shows as a NaN score instead.
-        self.eval_loss = nn.ModuleDict({s: MeanMetric(nan_strategy="disable") for s in ("val", "test")})
+        self.eval_loss = nn.ModuleDict({s: WeightedMean() for s in ("val", "test")})  # no per-batch host sync
         # "test_tta": the same scores with probabilities averaged over the 8 rotations/flips (model.tta=true),
         # reported beside the plain test scores, never instead of them.
         self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test", "test_tta")})

@@ -24,6 +24,7 @@ from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.profiling import efficiency
 from bloodcls.resume import keep_csv_history, start_or_resume
+from bloodcls.schema import check_config
 from bloodcls.status import RunRecord, record_run
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     ``status.json`` records how the run ended (:mod:`bloodcls.status`); ``cfg.resume`` continues an
     interrupted run in its own folder (:mod:`bloodcls.resume`).
     """
+    check_config(cfg)  # wrong types and out-of-range values stop here, before any folder or file is touched
     output_dir = Path(output_dir)
     target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
     resumed_from = target.checkpoint if target is not None else None

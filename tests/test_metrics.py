@@ -25,3 +25,14 @@ def test_scores_on_a_hand_made_case():
     assert scores["test/f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     cm = computed["confmat"]
     assert cm[0].tolist()[:3] == [2, 1, 0] and cm[1].tolist()[:3] == [1, 1, 0] and cm.sum() == 6
+
+
+def test_weighted_mean_weights_batches_by_size():
+    from bloodcls.metrics import WeightedMean
+
+    m = WeightedMean()
+    m.update(torch.tensor(0.5), weight=16)
+    m.update(torch.tensor(1.0), weight=4)
+    assert float(m.compute()) == pytest.approx((0.5 * 16 + 1.0 * 4) / 20)
+    m.update(torch.tensor(float("nan")), weight=1)
+    assert torch.isnan(m.compute())  # a NaN loss is not dropped silently

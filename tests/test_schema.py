@@ -1,0 +1,49 @@
+"""Config values are checked before a run starts: one paragraph naming each bad value, printed once, exit 2."""
+
+import pytest
+
+from bloodcls.schema import ConfigError, check_config
+from tests.helpers import compose_train, run_cli
+
+# (override, what the message must say): the four values a new user tried, and more of the same kinds
+BAD = [
+    ("data.batch_size=0", "data.batch_size=0 (expected a whole number >= 1"),
+    ("seed=foo", "seed='foo' (expected a whole number >= 0"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr=-1 (expected a number > 0"),
+    ("data.img_size=100", "data.img_size=100 (expected one of 28, 64, 128, 224"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 (expected a whole number >= 1"),
+    ("data.augment=maybe", "data.augment='maybe' (expected true, false or robust"),
+    ("model.label_smoothing=1.5", "model.label_smoothing=1.5 (expected a number in [0, 1)"),
+    ("model.compile=graph", "model.compile='graph' (expected false, true or graphs"),
+]
+
+
+@pytest.mark.parametrize(("override", "said"), BAD)
+def test_each_bad_value_is_named(override, said, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_train([override], output_dir=tmp_path))
+    assert said in str(err.value)
+
+
+def test_every_bad_value_in_one_paragraph(tmp_path):
+    cfg = compose_train(["data.batch_size=0", "seed=-3", "model.bn_momentum=2"], output_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    text = str(err.value)
+    assert "\n" not in text and text.count("(expected") == 3 and text.startswith("Config values out of range")
+
+
+def test_shipped_configs_pass(tmp_path):
+    for overrides in ([], ["experiment=baseline_64"], ["recipe=strong"], ["experiment=resnet18_28", "recipe=keras"],
+                      ["trainer=gpu"], ["model.bn_momentum=null"]):
+        check_config(compose_train(overrides, output_dir=tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("override", "said"), BAD[:4] + BAD[4:6])
+def test_train_py_exits_2_with_the_paragraph_once(override, said, tmp_path):
+    proc = run_cli("train.py", override, f"paths.log_dir={tmp_path}", "logger=csv")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert out.count(said) == 1 and "Traceback" not in out and "ZeroDivisionError" not in out
+    assert not list(tmp_path.rglob("results.json")) and not list(tmp_path.rglob("*.ckpt"))
