@@ -9,7 +9,7 @@ SIZES  ?= 28 64 128
 SHARED ?= ../shared/data
 DATA_ROOT ?= $(HOME)/.medmnist
 
-.PHONY: venv train sweep test lint data clean robust ablation demo
+.PHONY: venv train sweep test test-fast lint data clean robust ablation demo
 
 venv: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The edit loop: every test but the end-to-end runs (marked slow) and the real-data ones.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not real" $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

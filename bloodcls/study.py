@@ -14,6 +14,17 @@ PERFORMANCE = {
     "skip": {"params_m": 0.31, "memory_mb": 1.17, "acc": 96.78, "epochs": 20, "train_s": 235.07, "test_s": 6.01},
     "hybrid": {"params_m": 0.05, "memory_mb": 0.17, "acc": 94.53, "epochs": 32, "train_s": 227.08, "test_s": 6.73},
 }
+# The study's Keras model summaries: input size, trainable parameters, parameters with BatchNorm statistics,
+# memory (MiB, float32), forward MACs (millions). The ports match every figure (tests/test_models.py).
+COUNTS = {
+    "baseline_64": {"img_size": 64, "trainable": 1_143_432, "with_bn": 1_143_880, "mib": 4.36, "macs_m": 43.3},
+    "baseline_128": {"img_size": 128, "trainable": 4_289_160, "with_bn": 4_289_608, "mib": 16.36, "macs_m": 173.0},
+    "baseline_aug": {"img_size": 128, "trainable": 4_289_160, "with_bn": 4_289_608, "mib": 16.36, "macs_m": 173.0},
+    "unet": {"img_size": 128, "trainable": 2_191_432, "with_bn": 2_191_880, "mib": 8.36, "macs_m": 170.9},
+    "inception": {"img_size": 128, "trainable": 36_828, "with_bn": 37_164, "mib": 0.14, "macs_m": 61.2},
+    "skip": {"img_size": 128, "trainable": 307_112, "with_bn": 308_008, "mib": 1.17, "macs_m": 642.4},
+    "hybrid": {"img_size": 128, "trainable": 45_124, "with_bn": 45_524, "mib": 0.17, "macs_m": 77.1},
+}
 PERFORMANCE_NOTE = ("The study lists 4.29 M parameters for baseline_64; its own memory figure and layer list give "
                     "1.14 M (4.29 M is the 128 px baseline).")
 

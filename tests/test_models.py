@@ -2,43 +2,47 @@ import pytest
 import torch
 from torch import nn
 
+from bloodcls import study
 from bloodcls.errors import UserError
-from bloodcls.models import build_model, model_names
+from bloodcls.models import build_model, list_models, model_names, model_spec, register_model
 from bloodcls.profiling import operation_counts, parameter_counts
 
-# The reference study's table (../shared/reference_study.md): trainable, with BN statistics, MiB, MACs (M).
-STUDY = {
-    "baseline_64": ("baseline", 64, 1_143_432, 1_143_880, 4.36, 43.3),
-    "baseline_128": ("baseline", 128, 4_289_160, 4_289_608, 16.36, 173.0),
-    "baseline_aug": ("baseline", 128, 4_289_160, 4_289_608, 16.36, 173.0),
-    "unet": ("unet", 128, 2_191_432, 2_191_880, 8.36, 170.9),
-    "inception": ("inception", 128, 36_828, 37_164, 0.14, 61.2),
-    "skip": ("skip", 128, 307_112, 308_008, 1.17, 642.4),
-    "hybrid": ("hybrid", 128, 45_124, 45_524, 0.17, 77.1),
-}
+# Every study row of every registered model: (model, experiment, the study's figures from bloodcls.study)
+STUDY_ROWS = [(name, exp, row) for name in list_models() for exp, row in model_spec(name).study.items()]
 
 
-@pytest.mark.parametrize("experiment", list(STUDY))
-def test_parameter_counts_match_study(experiment):
-    name, size, trainable, with_bn, mib, _ = STUDY[experiment]
-    counts = parameter_counts(build_model(name, size))
-    assert counts["params_trainable"] == trainable
-    assert counts["params_with_bn_stats"] == with_bn
-    assert round(counts["memory_mib"], 2) == mib
+def test_the_registry_covers_the_studys_seven_rows():
+    assert sorted(exp for _, exp, _ in STUDY_ROWS) == sorted(study.EXPERIMENTS)
 
 
-@pytest.mark.parametrize("experiment", ["baseline_64", "unet", "inception", "skip", "hybrid"])
-def test_macs_match_study(experiment):
-    name, size, *_, macs_m = STUDY[experiment]
-    model = build_model(name, size)
-    ops = operation_counts(model, size)
-    assert ops["macs"] / 1e6 == pytest.approx(macs_m, abs=0.05)
+@pytest.mark.parametrize(("name", "experiment", "row"), STUDY_ROWS, ids=[e for _, e, _ in STUDY_ROWS])
+def test_parameter_counts_match_study(name, experiment, row):
+    counts = parameter_counts(build_model(name, row["img_size"]))
+    assert counts["params_trainable"] == row["trainable"]
+    assert counts["params_with_bn_stats"] == row["with_bn"]
+    assert round(counts["memory_mib"], 2) == row["mib"]
+
+
+@pytest.mark.parametrize(("name", "experiment", "row"), [r for r in STUDY_ROWS if r[1] not in ("baseline_128", "baseline_aug")],
+                         ids=[e for _, e, _ in STUDY_ROWS if e not in ("baseline_128", "baseline_aug")])
+def test_macs_match_study(name, experiment, row):
+    model = build_model(name, row["img_size"])
+    ops = operation_counts(model, row["img_size"])
+    assert ops["macs"] / 1e6 == pytest.approx(row["macs_m"], abs=0.05)
     assert ops["flops"] == 2 * ops["macs"]
     # thop's bookkeeping buffers must not leak into the caller's model
     assert not any("total_ops" in k for k, _ in model.named_buffers())
 
 
-@pytest.mark.parametrize("name", ["baseline", "unet", "inception", "skip", "hybrid"])
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="'skip' is already registered"):
+        register_model("skip")(lambda **kw: None)
+    with pytest.raises(ValueError, match="'timm' is already registered"):
+        register_model("timm")(lambda **kw: None)
+    assert model_spec("inception").summary.startswith("Architecture 3") and model_spec("unet").study["unet"]["acc"] == 96.40
+
+
+@pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("size", [28, 64, 128, 224])
 def test_forward_shapes(name, size):
     model = build_model(name, size).eval()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bloodcls.models.layers import ConvReLU, ConvReLUBN, classifier_head, keras_init_
+from bloodcls.models.registry import register_model
 
 # (f1, f3in, f3out, f5in, f5out, proj) of the study's two Inception blocks.
 BLOCK1 = (16, 16, 24, 4, 8, 8)
@@ -73,9 +74,13 @@ class HybridCNN(nn.Module):
         return self.classifier(self.flatten(self.gap(x)))
 
 
+@register_model("inception", experiments=("inception",))
 def inception(img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> InceptionCNN:
+    """Architecture 3: the Inception CNN (two inception blocks, global average pooling)."""
     return InceptionCNN(img_size, num_classes, dropout_scale)
 
 
+@register_model("hybrid", experiments=("hybrid",))
 def hybrid(img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> HybridCNN:
+    """Architecture 5: the Inception + skip hybrid (inception blocks with 1x1-conv shortcuts)."""
     return HybridCNN(img_size, num_classes, dropout_scale)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bloodcls.models.layers import ConvReLUBN, classifier_head, keras_init_
+from bloodcls.models.registry import register_model
 
 
 class PlainCNN(nn.Module):
@@ -44,12 +45,14 @@ class PlainCNN(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
+@register_model("baseline", experiments=("baseline_64", "baseline_128", "baseline_aug"))
 def baseline(img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> PlainCNN:
     """Experiment 1: the baseline CNN (dropout 0.25/0.25/0.3, Dense(128), dropout 0.5)."""
     s = dropout_scale
     return PlainCNN(img_size, num_classes, block_dropout=(0.25 * s, 0.25 * s, 0.3 * s), hidden=128, head_dropout=0.5 * s)
 
 
+@register_model("unet", experiments=("unet",))
 def unet(img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> PlainCNN:
     """Experiment 2: U-Net-encoder CNN (dropout 0.1/0.15/0.2, Dense(64), dropout 0.3)."""
     s = dropout_scale

@@ -1,24 +1,62 @@
-"""Name -> builder map, so configs, checkpoints and the CLI refer to models by a stable name."""
+"""Models registered by name, like torchvision's and timm's: configs, checkpoints and the CLI refer to a
+model by a stable name, and each registration carries the study's figures for it (``ModelSpec.study``).
+
+An architecture module registers its builders with ``@register_model("name", experiments=(...))``;
+``list_models()`` is the set the tests, the report and the docs loop over.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from bloodcls.errors import UserError
-from bloodcls.models.inception import hybrid, inception
-from bloodcls.models.plain import baseline, unet
-from bloodcls.models.skip import skip
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "baseline": baseline,
-    "unet": unet,
-    "inception": inception,
-    "skip": skip,
-    "hybrid": hybrid,
-}
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: its builder and the study's rows (experiments) that use it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    experiments: tuple[str, ...]
+    summary: str
+
+    @property
+    def study(self) -> dict[str, dict[str, Any]]:
+        """Per study row: input size, parameter counts, memory, MACs, accuracy and more (bloodcls.study)."""
+        from bloodcls import study
+
+        return {e: {**study.COUNTS[e], **study.PERFORMANCE[e]} for e in self.experiments}
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, experiments: tuple[str, ...] = ()) -> Callable:
+    """Register ``builder(img_size, num_classes, dropout_scale) -> nn.Module`` under ``name`` (once)."""
+
+    def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY or name in FAMILIES:
+            raise ValueError(f"a model named {name!r} is already registered")
+        summary = (builder.__doc__ or name).strip().splitlines()[0]
+        _REGISTRY[name] = ModelSpec(name, builder, tuple(experiments), summary)
+        return builder
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise UserError(f"Unknown model '{name}'. Known models: {', '.join(list_models())}.")
+    return _REGISTRY[name]
 
 
 # Families built from another library by architecture name (model.arch): `model=timm model.arch=resnet18`.
@@ -30,7 +68,7 @@ INITS = ("keras", "torch")
 
 
 def model_names() -> list[str]:
-    return sorted(MODELS)
+    return list_models()
 
 
 def build_model(
@@ -64,8 +102,8 @@ def build_model(
 
         return build_timm(arch, img_size=img_size, num_classes=num_classes, pretrained=bool(pretrained),
                           pretrained_path=pretrained_path)
-    if name in MODELS:
-        model = MODELS[name](img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale)
+    if name in _REGISTRY:
+        model = _REGISTRY[name].builder(img_size=img_size, num_classes=num_classes, dropout_scale=dropout_scale)
     else:
         raise UserError(
             f"Unknown model '{name}'. Known models: {', '.join(model_names())}, "

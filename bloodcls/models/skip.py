@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bloodcls.models.layers import ConvReLUBN, classifier_head, keras_init_
+from bloodcls.models.registry import register_model
 
 
 class ResidualStage(nn.Sequential):
@@ -39,5 +40,7 @@ class SkipCNN(nn.Module):
         return self.classifier(self.flatten(self.gap(x)))
 
 
+@register_model("skip", experiments=("skip",))
 def skip(img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> SkipCNN:
+    """Architecture 4: the skip-connection (ResNet-style) CNN with 1x1-conv shortcuts."""
     return SkipCNN(img_size, num_classes, dropout_scale)
