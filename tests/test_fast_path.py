@@ -40,6 +40,7 @@ def _as_float(images):
     return images.permute(0, 3, 1, 2).float() / 255
 
 
+@pytest.mark.slow
 def test_tensor_loader_in_a_trainer(synthetic_root):
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=False, on_device="true")
     model = Recorder(name="inception", img_size=28)
@@ -54,6 +55,7 @@ def test_tensor_loader_in_a_trainer(synthetic_root):
     assert not torch.equal(orders[0], orders[1])  # reshuffled between epochs
 
 
+@pytest.mark.slow
 def test_val_and_test_are_neither_augmented_nor_shuffled(synthetic_root):
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=True)
     model = Recorder(name="skip", img_size=28)
@@ -92,6 +94,7 @@ def test_channels_last_fast_path_matches(synthetic_root):
         assert torch.allclose(a(x.contiguous()), b(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys):
     report = bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
                          "--reps", "2", "--warmup", "1", "--workers", "1", "--json", str(tmp_path / "b.json")])

@@ -82,6 +82,7 @@ def test_image_files_are_classified_as_the_model_sees_the_dataset(trained_checkp
     assert np.mean([r["class"] == t for r, t in zip(report["results"], truth, strict=True)]) >= 0.75
 
 
+@pytest.mark.slow
 def test_one_call_with_good_and_bad_files(trained_checkpoint, images):
     """The CLI as a user runs it: RGBA, greyscale, non-square, corrupt, empty and bomb files together."""
     names = ["rgba.png", "grey.jpg", "wide.tiff", "truncated.png", "empty.jpg", "bomb.png", "notes.png"]

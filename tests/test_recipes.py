@@ -108,6 +108,7 @@ def strong_run(synthetic_root, tmp_path_factory):
     return out, train(cfg, output_dir=out)
 
 
+@pytest.mark.slow
 def test_short_strong_run_beats_chance_and_reports_tta_beside_plain(strong_run):
     _, results = strong_run
     assert results["recipe"] == "strong" and results["augment"] is True  # baseline_64 has no augmentation itself
@@ -143,6 +144,7 @@ def test_ablation_table_groups_by_experiment_and_recipe(strong_run, reference_ru
     assert "no completed run (a folder with results.json)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ema_weights_are_checkpointed_tested_and_exported(synthetic_root, tmp_path):
     cfg = compose_train(["model=baseline", "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=3",
                          "logger=csv", "callbacks=ema", "callbacks.ema.decay=0.7", *FAST], output_dir=tmp_path)

@@ -111,6 +111,7 @@ def test_suite_is_deterministic_and_independent_of_batch_size(trained_run, synth
     assert c["clean_acc"] == a["clean_acc"]
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_png(trained_run, synthetic_root, capsys):
     run, results = trained_run
     (payload,) = robustness.main([str(run.parent), "--data-root", str(synthetic_root), "--no-download"])
@@ -128,6 +129,7 @@ def test_cli_writes_json_and_png(trained_run, synthetic_root, capsys):
     assert "mean under shift" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_out_folder_and_table(trained_run, synthetic_root, tmp_path, capsys):
     run, _ = trained_run
     ckpt = run / "checkpoints" / "best.ckpt"
@@ -154,6 +156,7 @@ def test_cli_user_errors(tmp_path, trained_run, capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_missing_data_is_one_clear_message(trained_run, tmp_path):
     run, _ = trained_run
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

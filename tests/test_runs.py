@@ -49,6 +49,7 @@ def test_completed_run_records_its_status(reference_run):
     assert lrs == [3e-3, 1.5e-3]  # the scheduler really steps every epoch
 
 
+@pytest.mark.slow
 def test_two_deterministic_runs_are_identical(reference_run, synthetic_root, tmp_path):
     _, first = reference_run
     second = _train(synthetic_root, tmp_path)
@@ -57,6 +58,7 @@ def test_two_deterministic_runs_are_identical(reference_run, synthetic_root, tmp
     assert _curves(second) == _curves(first)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_root, tmp_path, request):
     _, uninterrupted = reference_run
     # A background job (`make test &`) inherits SIGINT ignored; a user's Ctrl-C reaches Python's handler.
@@ -87,6 +89,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_ro
     assert any(row.startswith("0,") for row in rows)  # the CSV log kept the epochs before the interruption
 
 
+@pytest.mark.slow
 def test_planted_nan_stops_cleanly_and_keeps_last_good_checkpoint(synthetic_root, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"(?i)training loss became nan.* epoch 1"):
         _train(synthetic_root, tmp_path, "+callbacks.nan._target_=tests.plants.PlantNaN", "+callbacks.nan.epoch=1",
@@ -110,6 +113,7 @@ def test_a_bug_is_recorded_with_its_traceback(synthetic_root, tmp_path):
     assert status["last_checkpoint"] is None and status["finished_at"]
 
 
+@pytest.mark.slow
 def test_resume_after_an_early_stop_does_not_train_on(synthetic_root, tmp_path):
     """EarlyStopping stops after epoch 1 (nothing counts as an improvement), then the test phase crashes."""
     stop_early = ["trainer.max_epochs=4", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1e9"]

@@ -40,6 +40,7 @@ def _corner_task(n: int, size: int, g: torch.Generator) -> tuple[torch.Tensor, t
     return x, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["baseline", "inception"])  # a dense head and a global-pooling head
 def test_the_maps_mass_lies_where_the_signal_is(name):
     torch.manual_seed(0)

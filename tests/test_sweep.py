@@ -33,6 +33,7 @@ def tiny_sweep(synthetic_root, tmp_path_factory):
     return proc, out / "sweeps" / "tiny"
 
 
+@pytest.mark.slow
 def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
     proc, sweep_dir = tiny_sweep
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -47,6 +48,7 @@ def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
         _assert_png(sweep_dir / "figures" / f"{name}.png")
 
 
+@pytest.mark.slow
 def test_tables_agree_with_each_run(tiny_sweep):
     _, sweep_dir = tiny_sweep
     results = [json.loads(p.read_text()) for p in sorted((sweep_dir / "runs").glob("*/results.json"))]
@@ -134,12 +136,14 @@ def test_sweep_arguments_split():
     assert overrides == ["trainer.max_epochs=1", "logger=csv"]
 
 
+@pytest.mark.slow
 def test_unknown_experiment_is_a_clear_error(tmp_path):
     proc = run_cli("sweep.py", "experiments=[resnet]", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2 and "Unknown experiment(s) ['resnet']" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_adds_the_shift_suite(tiny_sweep):
     _, sweep_dir = tiny_sweep
     sweep_main(["report_only=true", f"dir={sweep_dir}", "robustness=[inception]", "wandb_report=false"])
@@ -191,6 +195,7 @@ def test_sigterm_stops_every_job_and_still_reports(synthetic_root, tmp_path):
     assert job_group not in {g for g, _ in processes()}
 
 
+@pytest.mark.slow
 def test_report_tables_go_to_a_wandb_summary_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "mysweep"
@@ -241,6 +246,7 @@ def test_jobs_share_the_gpu_through_joblib():
     assert launcher(["trainer=gpu", "hydra/launcher=submitit_local"]) == ["hydra/launcher=submitit_local"]
 
 
+@pytest.mark.slow
 def test_bad_jobs_value_is_a_clear_error(tmp_path):
     proc = run_cli("sweep.py", "jobs=0", "experiments=[inception]", "seeds=[0]", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2 and "jobs=0: give a whole number" in proc.stderr and "Traceback" not in proc.stderr

@@ -24,6 +24,7 @@ def trained(synthetic_root, tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_reports(trained):
     out, results = trained
     on_disk = json.loads((out / "results.json").read_text())
@@ -66,6 +67,7 @@ def test_test_split_scored_with_best_checkpoint(trained, synthetic_root):
     assert pred.tolist() == results["test"]["predictions"]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_keeps_summary(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_train(["model=inception", "data.img_size=28", f"data.root={synthetic_root}",
@@ -100,6 +102,7 @@ def test_cli_multirun_two_jobs(synthetic_root, tmp_path):
     assert results[0].parent.parent == results[1].parent.parent  # one sweep folder, one subfolder per job
 
 
+@pytest.mark.slow
 def test_cli_missing_data_offline(tmp_path):
     proc = run_cli("train.py", "experiment=baseline_64", f"data.root={tmp_path}", "data.download=false",
                    "logger=none", f"paths.log_dir={tmp_path / 'out'}")
