@@ -93,6 +93,25 @@ def launcher_overrides(settings: DictConfig, overrides: list[str]) -> list[str]:
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
 
 
+def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
+    """Compose every experiment's job config and check its values (bloodcls.schema) before any job starts,
+    so a bad override stops the sweep at once instead of failing every job."""
+    from hydra import compose, initialize_config_dir
+
+    from bloodcls.config import register_resolvers
+    from bloodcls.schema import check_config
+
+    register_resolvers()
+    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for exp in settings.experiments:
+            try:
+                cfg = compose("train", overrides=[f"experiment={exp}", f"seed={settings.seeds[0]}", *job_overrides])
+            except Exception as err:  # noqa: BLE001 - Hydra's own override and composition errors
+                raise UserError(f"The overrides do not compose with experiment={exp}: {str(err).splitlines()[0]}") from None
+            check_config(cfg)
+
+
 def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> list[str]:
     exps, seeds = list(settings.experiments), list(settings.seeds)
     total = len(exps) * len(seeds)
@@ -151,6 +170,7 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) ->
     if not settings.seeds or not settings.experiments:
         raise UserError("Nothing to run: experiments=[...] and seeds=[...] must both be non-empty.")
     jobs = concurrent_jobs(settings, overrides)
+    check_job_configs(settings, overrides)
     if (sweep_dir / "runs").exists():
         raise UserError(f"{sweep_dir} already holds a sweep; pick another name= (runs are never overwritten), "
                         f"or rebuild its report with `python sweep.py report_only=true dir={sweep_dir}`.")

@@ -251,3 +251,11 @@ def test_bad_jobs_value_is_a_clear_error(tmp_path):
     proc = run_cli("sweep.py", "jobs=0", "experiments=[inception]", "seeds=[0]", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2 and "jobs=0: give a whole number" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_a_bad_value_stops_the_sweep_before_any_job(tmp_path):
+    from bloodcls.schema import ConfigError  # sweep.py turns it into its message and exit 2
+
+    with pytest.raises(ConfigError, match=r"data.batch_size=0 \(expected a whole number >= 1"):
+        sweep_main(["data.batch_size=0", "experiments=[inception,skip]", "seeds=[0]", f"paths.log_dir={tmp_path}"])
+    assert not (tmp_path / "sweeps").exists()
