@@ -17,26 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from bloodcls.report import md_table, read_run, recipe_of
-from bloodcls.stats import mean_std
+from bloodcls.rundir import RESULTS_FILE
+from bloodcls.stats import format_mean_std
 
 
 def find_runs(folders: list[Path]) -> list[Any]:
     """Every completed run (a folder with ``results.json``) under ``folders``, each once."""
     seen, runs = set(), []
     for folder in folders:
-        for path in sorted(Path(folder).rglob("results.json")):
+        for path in sorted(Path(folder).rglob(RESULTS_FILE)):
             run = read_run(path.parent)
             if run.ok and path.parent.resolve() not in seen:
                 seen.add(path.parent.resolve())
                 runs.append(run)
     return runs
-
-
-def _pm(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}"
 
 
 def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:
@@ -61,9 +55,9 @@ def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    body = [[r["experiment"], f"`{r['recipe']}`", ",".join(str(s) for s in r["seeds"]), _pm(r["acc"]),
-             " / ".join(f"{a:.1f}" for a in r["acc"]), _pm(r["f1"]), _pm(r["tta_acc"]),
-             _pm([float(e) for e in r["epochs"]])] for r in rows]
+    body = [[r["experiment"], f"`{r['recipe']}`", ",".join(str(s) for s in r["seeds"]), format_mean_std(r["acc"]),
+             " / ".join(f"{a:.1f}" for a in r["acc"]), format_mean_std(r["f1"]), format_mean_std(r["tta_acc"]),
+             format_mean_std([float(e) for e in r["epochs"]])] for r in rows]
     header = ["experiment", "recipe", "seeds", "test acc (%)", "per seed", "macro F1 (×100)", "TTA x8 acc (%)",
               "epochs"]
     return "\n".join(md_table(header, body))

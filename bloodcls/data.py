@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bloodcls.augmentation import GeometricAugment, PhotometricAugment, per_sample_transforms
 from bloodcls.errors import DataError
+from bloodcls.images import to_float_images
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +404,7 @@ class BloodMNISTDataModule(L.LightningDataModule):
     def prepare_batch(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 N x S x S x 3 (tensor path) or float N x 3 x S x S (DataLoader path) -> float [0, 1]."""
         if x.dtype == torch.uint8:
-            x = x.permute(0, 3, 1, 2).float().div_(255)  # NHWC storage: already channels_last
+            x = to_float_images(x)  # NHWC storage: already channels_last
             if train and self.augment:
                 x = self.augmenter(x)
         if train and self.photometric is not None:  # augment=robust: lab variability on top

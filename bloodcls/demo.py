@@ -13,7 +13,6 @@ far to trust it. A research tool, not a diagnostic device.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.predict import predict_proba, to_tensor
+from bloodcls.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 from bloodcls.saliency import overlay, saliency_map
 
 PREDICTED = "predicted class"
@@ -50,17 +50,11 @@ def load_demo_model(target: str | Path) -> DemoModel:
     from bloodcls.robustness import find_checkpoints
 
     target = Path(target).expanduser()
-    if target.is_dir() and not (target / "checkpoints").is_dir():
+    if target.is_dir() and not (target / CHECKPOINT_DIR).is_dir():
         raise UserError(f"{target} is not a run folder (no checkpoints/ in it): pass a run folder "
                         "(outputs/runs/<date>/<time>_<name>_<id>) or its checkpoints/best.ckpt.")
     ((run, ckpt),) = find_checkpoints([target])
-    results = {}
-    if (run / "results.json").is_file():
-        try:
-            results = json.loads((run / "results.json").read_text())
-        except (OSError, ValueError):
-            results = {}
-    return DemoModel(trained=load_trained(ckpt), results=results)
+    return DemoModel(trained=load_trained(ckpt), results=read_json(run / RESULTS_FILE) or {})
 
 
 def model_facts(model: DemoModel) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -39,6 +40,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def to_float_images(u8: torch.Tensor) -> torch.Tensor:
+    """N x S x S x 3 uint8 (how images are stored) -> N x 3 x S x S float in [0, 1] (what the networks take).
+
+    The one place that conversion happens: training batches, the shift suite and predict all use it. The
+    result keeps the NHWC memory layout, i.e. it is channels_last already.
+    """
+    return u8.permute(0, 3, 1, 2).float().div_(255)
 
 
 def center_square(img: Image.Image) -> Image.Image:

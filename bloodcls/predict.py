@@ -23,7 +23,7 @@ import torch
 
 from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import report_user_errors
-from bloodcls.images import MAX_PIXELS, ImageError, expand_inputs, load_image
+from bloodcls.images import MAX_PIXELS, ImageError, expand_inputs, load_image, to_float_images
 from bloodcls.tta import tta_proba
 
 TOP_K = 3
@@ -34,7 +34,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     arr = np.ascontiguousarray(images)
     if not arr.flags.writeable:  # Pillow's arrays are read-only; torch.from_numpy warns on those
         arr = arr.copy()
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
+    return to_float_images(torch.from_numpy(arr))
 
 
 @torch.inference_mode()

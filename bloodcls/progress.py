@@ -13,6 +13,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bloodcls.rundir import RESULTS_FILE, STATUS_FILE
+
 
 def _fmt(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -25,9 +27,9 @@ def finished_jobs(sweep_dir: str | Path) -> int:
     """Job folders holding a results.json or a final status.json."""
     done = 0
     for job in Path(sweep_dir).glob("*/"):
-        if (job / "results.json").is_file():
+        if (job / RESULTS_FILE).is_file():
             done += 1
-        elif (job / "status.json").is_file() and '"running"' not in (job / "status.json").read_text():
+        elif (job / STATUS_FILE).is_file() and '"running"' not in (job / STATUS_FILE).read_text():
             done += 1
     return done
 

@@ -19,6 +19,7 @@ import yaml
 
 from bloodcls import study
 from bloodcls.data import CLASS_NAMES
+from bloodcls.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
 from bloodcls.stats import mcnemar, mean_std, paired_t_test
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,6 @@ def recipe_of(results: dict[str, Any]) -> str:
     return str(results.get("recipe") or "keras (before recipes)")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _log_tail(folder: Path, lines: int = 8) -> str | None:
     for log_file in sorted(folder.glob("*.log")):
         text = log_file.read_text(errors="replace").strip().splitlines()
@@ -75,14 +69,14 @@ def _log_tail(folder: Path, lines: int = 8) -> str | None:
 
 def read_run(folder: Path) -> Run:
     """One job folder -> Run, whatever state the job ended in."""
-    results = _read_json(folder / "results.json")
-    status_doc = _read_json(folder / "status.json") or {}
+    results = read_json(folder / RESULTS_FILE)
+    status_doc = read_json(folder / STATUS_FILE) or {}
     config = {}
     if (folder / ".hydra" / "config.yaml").is_file():
         config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
     experiment = (results or {}).get("experiment") or status_doc.get("experiment") or config.get("experiment_name")
     seed = (results or {}).get("seed", config.get("seed"))
-    robustness = _read_json(folder / "robustness" / "robustness.json")
+    robustness = read_json(folder / ROBUSTNESS_DIR / "robustness.json")
     if results is not None and results.get("status", "completed") == "completed":
         return Run(folder, "completed", experiment, seed, results, robustness=robustness)
     status = status_doc.get("status") or "unfinished"
@@ -121,7 +115,7 @@ def _num(value: float | None, digits: int = 2) -> str:
 def build_report(sweep_dir: str | Path) -> Report:
     """Aggregate every run under ``<sweep_dir>/runs`` into the report's tables."""
     sweep_dir = Path(sweep_dir)
-    plan = _read_json(sweep_dir / PLAN_FILE) or {}
+    plan = read_json(sweep_dir / PLAN_FILE) or {}
     runs = collect_runs(sweep_dir / "runs")
     planned = list(plan.get("experiments") or [])
     seen = [r.experiment for r in runs if r.experiment]

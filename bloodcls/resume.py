@@ -30,9 +30,10 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bloodcls.errors import UserError
-from bloodcls.status import COMPLETED, STATUS_FILE, is_rank_zero, read_status, still_running
+from bloodcls.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
+from bloodcls.status import COMPLETED, is_rank_zero, read_status, still_running
 
-LAST = "last.ckpt"
+LAST = LAST_CKPT
 HYDRA_SUBDIR = ".hydra"
 
 
@@ -50,7 +51,7 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` next to ``<run>/.hydra``)."""
     checkpoint = Path(checkpoint)
     run = checkpoint.parent.parent
-    if checkpoint.parent.name == "checkpoints" and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
+    if checkpoint.parent.name == CHECKPOINT_DIR and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
         return run
     return None
 
@@ -61,7 +62,7 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
     if path.is_dir():
         status = read_status(path) or {}
         candidates = [Path(status["last_checkpoint"])] if status.get("last_checkpoint") else []
-        candidates.append(path / "checkpoints" / LAST)
+        candidates.append(path / CHECKPOINT_DIR / LAST)
         checkpoint = next((p for p in candidates if p.is_file()), None)
         if checkpoint is None:
             hint = ("it stopped before finishing its first epoch, so there is nothing to continue: start it again "
@@ -180,10 +181,10 @@ def keep_csv_history(loggers: list[Any]) -> None:
 # -- the run's folder ------------------------------------------------------------------------
 def _holds_a_run(run_dir: Path) -> str | None:
     """What in ``run_dir`` shows that a run already used it (None: free to start a new run there)."""
-    for name in (STATUS_FILE, "results.json"):
+    for name in (STATUS_FILE, RESULTS_FILE):
         if (run_dir / name).is_file():
             return name
-    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")) if (run_dir / CHECKPOINT_DIR).is_dir() else []
     return f"checkpoints/{ckpts[0].name}" if ckpts else None
 
 

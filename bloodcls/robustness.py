@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 import time
@@ -28,7 +27,10 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from bloodcls.errors import UserError, report_user_errors
+from bloodcls.images import to_float_images
+from bloodcls.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, run_checkpoint, write_json
 from bloodcls.shifts import SEVERITIES, SHIFTS
+from bloodcls.stats import format_mean_std
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def evaluate(
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
 
     def to_float(u8: torch.Tensor) -> torch.Tensor:
-        return u8.permute(0, 3, 1, 2).float().div(255).contiguous(memory_format=torch.channels_last)
+        return to_float_images(u8).contiguous(memory_format=torch.channels_last)
 
     clean_preds = torch.cat([_predict(model, to_float(c), batch_size) for c in chunks])
     clean_acc, clean_f1 = _scores(clean_preds, labels, num_classes)
@@ -230,15 +232,15 @@ def find_checkpoints(targets: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     found: list[tuple[Path, Path]] = []
     for target in map(Path, targets):
         if target.is_file():
-            run = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+            run = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
             found.append((run, target))
         elif target.is_dir():
-            ckpt = _run_checkpoint(target)
+            ckpt = run_checkpoint(target)
             if ckpt is not None:
                 found.append((target, ckpt))
                 continue
             runs = [(d, c) for d in sorted(p for p in target.iterdir() if p.is_dir())
-                    if (c := _run_checkpoint(d)) is not None]
+                    if (c := run_checkpoint(d)) is not None]
             if not runs:
                 raise UserError(f"{target} holds no checkpoints: expected a run folder with checkpoints/best.ckpt "
                                 "(or last.ckpt), a multirun folder of such runs, or a .ckpt file.")
@@ -249,18 +251,8 @@ def find_checkpoints(targets: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def _run_checkpoint(run: Path) -> Path | None:
-    for name in ("best.ckpt", "last.ckpt"):
-        if (run / "checkpoints" / name).is_file():
-            return run / "checkpoints" / name
-    return None
-
-
 def _run_results(run: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(run / RESULTS_FILE) or {}
 
 
 def load_split(root: str | Path | None, img_size: int, split: str = "test",
@@ -275,13 +267,8 @@ def load_split(root: str | Path | None, img_size: int, split: str = "test",
 
 # -- report ------------------------------------------------------------------------------------------------------
 
-def _mean_std(values: Sequence[float]) -> str:
-    values = [100 * v for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.2f}"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.2f} ± {std:.2f}"
+def _pct(values: Sequence[float]) -> str:
+    return format_mean_std(values, scale=100, bare_single=True)
 
 
 def summary_table(payloads: Sequence[dict[str, Any]]) -> str:
@@ -299,19 +286,19 @@ def summary_table(payloads: Sequence[dict[str, Any]]) -> str:
              "| macro-F1 under shift (%) |", "|---|---|---|---|---|---|---|---|"]
     for name, runs in groups.items():
         seeds = ",".join(str(r.get("train_seed")) for r in runs)
-        lines.append(f"| {name} | {len(runs)} | {seeds} | {_mean_std([r['clean_acc'] for r in runs])} | "
-                     f"{_mean_std([r['mean_acc'] for r in runs])} | {_mean_std([r['drop_acc'] for r in runs])} | "
-                     f"{_mean_std([r['clean_f1'] for r in runs])} | {_mean_std([r['mean_f1'] for r in runs])} |")
+        lines.append(f"| {name} | {len(runs)} | {seeds} | {_pct([r['clean_acc'] for r in runs])} | "
+                     f"{_pct([r['mean_acc'] for r in runs])} | {_pct([r['drop_acc'] for r in runs])} | "
+                     f"{_pct([r['clean_f1'] for r in runs])} | {_pct([r['mean_f1'] for r in runs])} |")
     names = list(groups)
     lines += ["", "| mean acc (%) over severities | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     shifts = list(next(iter(groups.values()))[0]["shifts"]) if groups else []
     for shift in shifts:
-        cells = [_mean_std([r["shifts"][shift]["mean_acc"] for r in runs if shift in r["shifts"]])
+        cells = [_pct([r["shifts"][shift]["mean_acc"] for r in runs if shift in r["shifts"]])
                  for runs in groups.values()]
         lines.append(f"| {shift} | " + " | ".join(cells) + " |")
     severities = next(iter(groups.values()))[0]["severities"] if groups else []
     for i, sev in enumerate(severities):
-        cells = [_mean_std([r["per_severity"]["acc"][i] for r in runs]) for runs in groups.values()]
+        cells = [_pct([r["per_severity"]["acc"][i] for r in runs]) for runs in groups.values()]
         lines.append(f"| all shifts, severity {sev} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -369,8 +356,6 @@ def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
         "environment": environment(result["device"]),
     }
     out.mkdir(parents=True, exist_ok=True)
-    from bloodcls.training import write_json
-
     write_json(out / JSON_FILE, payload)
     name = previous.get("run_name") or run.name
     if args.examples:
@@ -406,9 +391,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 def _reusable(path: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
+    payload = read_json(path)
+    if payload is None:
         return None
     wanted = args.shifts.split(",") if args.shifts else list(SHIFTS)
     same = (payload.get("checkpoint") == str(ckpt) and payload.get("seed") == args.seed

@@ -17,6 +17,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
+def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2, bare_single: bool = False) -> str:
+    """``"mean ± std"`` (sample std) of ``values`` x ``scale``; "–" for none; only the mean for a single
+    value when ``bare_single`` (the shift suite's tables) instead of "± 0.00"."""
+    mean, std = mean_std([v * scale for v in values if v is not None])
+    if math.isnan(mean):
+        return "–"
+    if bare_single and len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided paired t-test p-value over seeds (None with fewer than two pairs or no variance)."""
     if len(a) < 2 or len(a) != len(b):

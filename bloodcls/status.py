@@ -13,7 +13,6 @@ is still going from one that was killed without a chance to record it).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -26,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bloodcls.errors import UserError
+from bloodcls.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 # Shell convention for "killed by signal N": 128 + N.
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -41,18 +40,7 @@ def now_iso() -> str:
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     """The run folder's status record, or None when it has none (or an unreadable one)."""
-    path = Path(run_dir) / STATUS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    return read_json(Path(run_dir) / STATUS_FILE)
 
 
 def still_running(status: dict[str, Any]) -> int | None:
@@ -98,7 +86,7 @@ class RunRecord:
         self.enabled = enabled
         self.path = self.run_dir / STATUS_FILE
         self.fields = fields
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
         self.trainer: Any = None  # set once built: names the epoch in messages
 
     def update(self, **fields: Any) -> None:
@@ -109,7 +97,7 @@ class RunRecord:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path, self.fields)
+        write_json(self.path, self.fields)
 
     def last_checkpoint(self) -> str | None:
         """The run's ``last.ckpt`` (from the trainer's ModelCheckpoint when there is one)."""
@@ -118,8 +106,8 @@ class RunRecord:
             if getattr(cb, "last_model_path", ""):
                 candidates.append(Path(cb.last_model_path))
             if getattr(cb, "dirpath", None):
-                candidates.append(Path(cb.dirpath) / "last.ckpt")
-        candidates.append(self.checkpoint_dir / "last.ckpt")
+                candidates.append(Path(cb.dirpath) / LAST_CKPT)
+        candidates.append(self.checkpoint_dir / LAST_CKPT)
         return next((str(p) for p in candidates if p.is_file()), None)
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.config import CONFIG_DIR
 from bloodcls.errors import UserError
 from bloodcls.report import PLAN_FILE, build_report, markdown, write_tables
+from bloodcls.rundir import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
     from bloodcls import robustness
 
     for job in sorted((sweep_dir / "runs").glob("*/")):
-        results = job / "results.json"
+        results = job / RESULTS_FILE
         if not results.is_file():
             continue
         experiment = json.loads(results.read_text()).get("experiment")

@@ -5,7 +5,6 @@ Kept free of ``@hydra.main`` so the same function serves ``train.py``, the sweep
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -24,19 +23,12 @@ from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.profiling import efficiency
 from bloodcls.resume import keep_csv_history, start_or_resume
+from bloodcls.rundir import RESULTS_FILE, write_json
 from bloodcls.schema import check_config
 from bloodcls.status import RunRecord, record_run
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically, so a killed job never leaves half a results file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:

@@ -1,0 +1,48 @@
+"""What a run folder holds, by name, and the two ways it is read and written (one home for both).
+
+    <run>/results.json        scores, efficiency, history, environment (bloodcls.training)
+    <run>/status.json         running / completed / failed / interrupted (bloodcls.status)
+    <run>/checkpoints/        best.ckpt (scored), last.ckpt (resume)
+    <run>/robustness/         the shift suite's robustness.json and figures (bloodcls.robustness)
+    <run>/.hydra/             the composed config and overrides (Hydra)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+STATUS_FILE = "status.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CKPT = "best.ckpt"
+LAST_CKPT = "last.ckpt"
+ROBUSTNESS_DIR = "robustness"
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over the target), so a killed job never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_checkpoint(run: str | Path) -> Path | None:
+    """The checkpoint that represents a run: best.ckpt, else last.ckpt, else None."""
+    for name in (BEST_CKPT, LAST_CKPT):
+        path = Path(run) / CHECKPOINT_DIR / name
+        if path.is_file():
+            return path
+    return None
