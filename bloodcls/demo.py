@@ -25,7 +25,7 @@ from PIL import Image
 
 from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import UserError, report_user_errors
-from bloodcls.images import MAX_PIXELS, ImageError, load_image
+from bloodcls.images import MAX_PIXELS, ImageError, add_max_pixels_option, load_image
 from bloodcls.predict import predict_proba, to_tensor
 from bloodcls.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 from bloodcls.saliency import overlay, saliency_map
@@ -188,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--data-root", default=None, help="folder of the BloodMNIST files for example images "
                    "(default ~/.medmnist); none found: no examples")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                   help=f"refuse larger images as decompression bombs (default {MAX_PIXELS:,})")
+    add_max_pixels_option(p)
     return p
 
 

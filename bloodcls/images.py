@@ -42,6 +42,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def add_max_pixels_option(parser) -> None:
+    """``--max-pixels`` for every command that reads user images (predict, demo)."""
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse larger images as decompression bombs (default {MAX_PIXELS:,})")
+
+
 def to_float_images(u8: torch.Tensor) -> torch.Tensor:
     """N x S x S x 3 uint8 (how images are stored) -> N x 3 x S x S float in [0, 1] (what the networks take).
 

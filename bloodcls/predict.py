@@ -23,7 +23,14 @@ import torch
 
 from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import report_user_errors
-from bloodcls.images import MAX_PIXELS, ImageError, expand_inputs, load_image, to_float_images
+from bloodcls.images import (
+    MAX_PIXELS,
+    ImageError,
+    add_max_pixels_option,
+    expand_inputs,
+    load_image,
+    to_float_images,
+)
 from bloodcls.tta import tta_proba
 
 TOP_K = 3
@@ -104,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", help="image files and/or folders of images (not searched recursively)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help=f"refuse larger images as decompression bombs (default {MAX_PIXELS:,})")
+    add_max_pixels_option(parser)
     return parser
 
 

@@ -29,49 +29,44 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionCNN(nn.Module):
-    """Experiment 3: Conv3x3(32) -> pool -> Inception -> pool -> Inception -> pool -> GAP -> head."""
+    """Experiment 3: Conv3x3(32) -> pool -> Inception -> pool -> Inception -> pool -> GAP -> head.
 
-    def __init__(self, img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> None:
+    ``shortcuts=True`` is experiment 5, the hybrid: a BN stem and a linear 1x1 shortcut around each
+    block. Layers are created in the same order either way, so a seed gives the same initial weights.
+    """
+
+    def __init__(self, img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0,
+                 shortcuts: bool = False) -> None:
         super().__init__()
         self.img_size = img_size
-        self.stem = ConvReLU(3, 32, 3)
+        self.stem = (ConvReLUBN if shortcuts else ConvReLU)(3, 32, 3)
         self.pool = nn.MaxPool2d(2)
         self.inception1 = InceptionBlock(32, *BLOCK1)
-        self.inception2 = InceptionBlock(self.inception1.out_channels, *BLOCK2)
+        c1 = self.inception1.out_channels
+        self.shortcut1 = nn.Conv2d(32, c1, 1) if shortcuts else None
+        self.inception2 = InceptionBlock(c1, *BLOCK2)
+        c2 = self.inception2.out_channels
+        self.shortcut2 = nn.Conv2d(c1, c2, 1) if shortcuts else None
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.classifier = classifier_head(self.inception2.out_channels, 64, 0.3 * dropout_scale, num_classes)
+        self.classifier = classifier_head(c2, 64, 0.3 * dropout_scale, num_classes)
         keras_init_(self)
+
+    def _block(self, block: InceptionBlock, shortcut: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(block(x) if shortcut is None else block(x) + shortcut(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.stem(x))
-        x = self.pool(self.inception1(x))
-        x = self.pool(self.inception2(x))
+        x = self._block(self.inception1, self.shortcut1, x)
+        x = self._block(self.inception2, self.shortcut2, x)
         return self.classifier(self.flatten(self.gap(x)))
 
 
-class HybridCNN(nn.Module):
+class HybridCNN(InceptionCNN):
     """Experiment 5: the Inception CNN with a BN stem and a linear 1x1 shortcut around each block."""
 
     def __init__(self, img_size: int = 128, num_classes: int = 8, dropout_scale: float = 1.0) -> None:
-        super().__init__()
-        self.img_size = img_size
-        self.stem = ConvReLUBN(3, 32, 3)
-        self.pool = nn.MaxPool2d(2)
-        self.inception1 = InceptionBlock(32, *BLOCK1)
-        self.shortcut1 = nn.Conv2d(32, self.inception1.out_channels, 1)
-        self.inception2 = InceptionBlock(self.inception1.out_channels, *BLOCK2)
-        self.shortcut2 = nn.Conv2d(self.inception1.out_channels, self.inception2.out_channels, 1)
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.classifier = classifier_head(self.inception2.out_channels, 64, 0.3 * dropout_scale, num_classes)
-        keras_init_(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.stem(x))
-        x = self.pool(self.inception1(x) + self.shortcut1(x))
-        x = self.pool(self.inception2(x) + self.shortcut2(x))
-        return self.classifier(self.flatten(self.gap(x)))
+        super().__init__(img_size, num_classes, dropout_scale, shortcuts=True)
 
 
 @register_model("inception", experiments=("inception",))
