@@ -180,7 +180,7 @@ def time_paths(runners: dict[str, PathRunner], *, reps: int, warmup: int, macs: 
 
 def augmentation_microbench(size: int, device: torch.device, batch: int = 64, reps: int = 20) -> dict[str, float]:
     """ms per batch of the study's augmentation: our single grid_sample vs. kornia's three ops."""
-    from bloodcls.augmentation import GeometricAugment
+    from bloodcls.data.augmentation import GeometricAugment
 
     x = torch.rand(batch, 3, size, size, device=device)
     candidates = {"torch_grid_sample": GeometricAugment()}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcls.synthetic import write_synthetic_npz
+from tests.synthetic import write_synthetic_npz
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

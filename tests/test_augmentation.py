@@ -1,7 +1,7 @@
 import torch
 
-from bloodcls.augmentation import GeometricAugment, per_sample_transforms
 from bloodcls.data import BloodMNISTDataModule
+from bloodcls.data.augmentation import GeometricAugment, per_sample_transforms
 
 
 def test_rotation_and_flip_are_exact_pixel_permutations():

@@ -13,7 +13,7 @@ from bloodcls.data import (
     load_npz,
 )
 from bloodcls.errors import DataError
-from bloodcls.synthetic import synthetic_split
+from tests.synthetic import synthetic_split
 
 
 def _write(path, **overrides):

@@ -6,8 +6,8 @@ import hydra
 import pytest
 import torch
 
-from bloodcls.augmentation import GeometricAugment, PhotometricAugment, RandomJPEG, RandomResample
 from bloodcls.data import BloodMNISTDataModule
+from bloodcls.data.augmentation import GeometricAugment, PhotometricAugment, RandomJPEG, RandomResample
 from bloodcls.errors import DataError
 from tests.helpers import compose_train
 

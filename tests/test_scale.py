@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from bloodcls.synthetic import write_synthetic_npz
 from bloodcls.training import train
 from tests.conftest import FAST
 from tests.helpers import compose_train, run_cli
+from tests.synthetic import write_synthetic_npz
 
 SMALL = ["model=inception", "data.img_size=28", "logger=csv", "trainer.max_epochs=1", *FAST]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bloodcls.shifts import SEVERITIES, SHIFTS, quantize
-from bloodcls.synthetic import synthetic_split
+from tests.synthetic import synthetic_split
 
 REQUIRED = {"brightness_down", "brightness_up", "contrast_down", "contrast_up", "saturation_down", "saturation_up",
             "hue", "gamma", "gaussian_blur", "motion_blur", "noise", "jpeg", "resample"}

@@ -1,0 +1,174 @@
+"""BloodMNIST as a LightningDataModule: in-memory splits, fast batch loaders, batched augmentation.
+
+A whole split fits in memory as uint8 (128 px train is 0.59 GB), so batches are index slices of one
+tensor: on the GPU when training there (``on_device``), which removes worker processes and
+host-to-device copies from the hot path. Conversion to float and augmentation run batched after the
+transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from bloodcls.data.augmentation import GeometricAugment, PhotometricAugment, per_sample_transforms
+from bloodcls.data.files import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    _check_size,
+    class_weights,
+    default_root,
+    ensure_file,
+    load_cached,
+)
+from bloodcls.data.loaders import ArrayDataset, ShardSampler, TensorBatches
+from bloodcls.errors import DataError
+from bloodcls.images import to_float_images
+
+log = logging.getLogger(__name__)
+
+def _photometric(augment: bool | str, strengths: dict | None, img_size: int) -> PhotometricAugment | None:
+    """``augment=robust``: the study's geometric augmentation plus :class:`PhotometricAugment`."""
+    if isinstance(augment, str) and augment != "robust":
+        raise DataError(f"data.augment must be true, false or robust, got {augment!r}.")
+    if augment != "robust":
+        return None
+    try:
+        return PhotometricAugment(img_size=img_size, **dict(strengths or {}))
+    except TypeError as err:
+        raise DataError(f"data.photometric has an unknown strength ({err}); see bloodcls.data.augmentation."
+                        "PhotometricAugment for the names.") from None
+
+
+class BloodMNISTDataModule(L.LightningDataModule):
+    """BloodMNIST at 28/64/128/224 px with class weights and batched, training-only augmentation.
+
+    ``loader="tensor"`` (default) serves batches from in-memory tensors, moved to the GPU once when
+    ``on_device`` allows; ``loader="torch"`` is a standard DataLoader with per-sample torchvision
+    transforms in ``num_workers`` workers, kept as the reference path.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        img_size: int = 128,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        augment: bool | str = True,
+        download: bool = True,
+        loader: str = "tensor",
+        on_device: str | bool = "auto",
+        num_workers: int = 0,
+        channels_last: bool = False,
+        seed: int = 0,
+        photometric: dict | None = None,
+        min_augment: str = "none",
+    ) -> None:
+        super().__init__()
+        if min_augment not in ("none", "geometric"):
+            raise DataError(f"data.min_augment must be none or geometric, got {min_augment!r}.")
+        if min_augment == "geometric" and augment is False:
+            augment = True  # a recipe that always augments (recipe=strong) keeps augment=robust as it is
+        if loader not in ("tensor", "torch"):
+            raise DataError(f"data.loader must be 'tensor' or 'torch', got {loader!r}.")
+        if str(on_device).lower() not in ("auto", "true", "false"):
+            raise DataError(f"data.on_device must be auto, true or false, got {on_device!r}.")
+        _check_size(img_size)
+        self.root = str(Path(root).expanduser()) if root else default_root()
+        self.img_size, self.batch_size, self.eval_batch_size = img_size, batch_size, eval_batch_size
+        self.photometric = _photometric(augment, photometric, img_size)
+        self.augment, self.download, self.loader = bool(augment), download, loader
+        self.on_device, self.num_workers = str(on_device).lower(), num_workers
+        self.channels_last, self.seed = channels_last, seed
+        self.class_names = list(CLASS_NAMES)
+        self.num_classes = NUM_CLASSES
+        self.augmenter = GeometricAugment()
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.path: Path | None = None
+        self.md5: str | None = None
+        self.class_weights: torch.Tensor | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        ensure_file(self.root, self.img_size, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.path = ensure_file(self.root, self.img_size, self.download)
+        self.md5, arrays = load_cached(self.path, self.img_size)
+        self.splits = {s: (torch.from_numpy(x), torch.from_numpy(y)) for s, (x, y) in arrays.items()}
+        self.class_weights = class_weights(self.splits["train"][1], self.num_classes)
+        device = self._target_device()
+        if device is not None and device.type != "cpu":
+            self.splits = {s: (x.to(device), y.to(device)) for s, (x, y) in self.splits.items()}
+
+    def _target_device(self) -> torch.device | None:
+        if self.loader != "tensor" or self.on_device == "false":
+            return None
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else None
+        if self.on_device == "true" and (device is None or device.type == "cpu") and torch.cuda.is_available():
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(y) for s, (_, y) in self.splits.items()}
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _loader(self, split: str, train: bool):
+        if not self.splits:
+            self.setup()
+        images, labels = self.splits[split]
+        batch_size = self.batch_size if train else self.eval_batch_size
+        rank, world = self._rank_world()
+        if self.loader == "tensor":
+            return TensorBatches(images, labels, batch_size, shuffle=train, seed=self.seed,
+                                 epoch_fn=self._epoch, rank=rank, world_size=world)
+        dataset = ArrayDataset(images.cpu(), labels.cpu(), per_sample_transforms(self.img_size, train and self.augment))
+        sampler = ShardSampler(len(labels), shuffle=train, seed=self.seed, epoch_fn=self._epoch, rank=rank,
+                               world_size=world)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", train=True)
+
+    def val_dataloader(self):
+        return self._loader("val", train=False)
+
+    def test_dataloader(self):
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", train=False)
+
+    # -- on-device batch preparation -------------------------------------------------------
+    def prepare_batch(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 N x S x S x 3 (tensor path) or float N x 3 x S x S (DataLoader path) -> float [0, 1]."""
+        if x.dtype == torch.uint8:
+            x = to_float_images(x)  # NHWC storage: already channels_last
+            if train and self.augment:
+                x = self.augmenter(x)
+        if train and self.photometric is not None:  # augment=robust: lab variability on top
+            x = self.photometric(x)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        train = self.trainer is not None and self.trainer.training
+        return self.prepare_batch(x, train), y.long()
