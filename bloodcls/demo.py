@@ -47,7 +47,7 @@ class DemoModel:
 
 def load_demo_model(target: str | Path) -> DemoModel:
     """A checkpoint, or a run folder (its best.ckpt), plus the run's results.json when it sits in one."""
-    from bloodcls.robustness import find_checkpoints
+    from bloodcls.rundir import find_checkpoints
 
     target = Path(target).expanduser()
     if target.is_dir() and not (target / CHECKPOINT_DIR).is_dir():

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bloodcls.errors import UserError
 
 RESULTS_FILE = "results.json"
 STATUS_FILE = "status.json"
@@ -46,3 +49,27 @@ def run_checkpoint(run: str | Path) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def find_checkpoints(targets: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """``(run folder, checkpoint)`` per target: a .ckpt file, a run folder, or a multirun folder of runs."""
+    found: list[tuple[Path, Path]] = []
+    for target in map(Path, targets):
+        if target.is_file():
+            run = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
+            found.append((run, target))
+        elif target.is_dir():
+            ckpt = run_checkpoint(target)
+            if ckpt is not None:
+                found.append((target, ckpt))
+                continue
+            runs = [(d, c) for d in sorted(p for p in target.iterdir() if p.is_dir())
+                    if (c := run_checkpoint(d)) is not None]
+            if not runs:
+                raise UserError(f"{target} holds no checkpoints: expected a run folder with checkpoints/best.ckpt "
+                                "(or last.ckpt), a multirun folder of such runs, or a .ckpt file.")
+            found.extend(runs)
+        else:
+            raise UserError(f"{target} does not exist: pass a run folder (outputs/runs/...), a multirun folder or a "
+                            ".ckpt file.")
+    return found

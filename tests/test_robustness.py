@@ -11,7 +11,7 @@ from torch import nn
 
 from bloodcls import robustness
 from bloodcls.errors import UserError
-from bloodcls.shifts import SHIFTS
+from bloodcls.robustness.shifts import SHIFTS
 from bloodcls.training import train
 from tests.conftest import FAST
 from tests.helpers import REPO, compose_train

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bloodcls.shifts import SEVERITIES, SHIFTS, quantize
+from bloodcls.robustness.shifts import SEVERITIES, SHIFTS, quantize
 from tests.synthetic import synthetic_split
 
 REQUIRED = {"brightness_down", "brightness_up", "contrast_down", "contrast_up", "saturation_down", "saturation_up",
