@@ -1,7 +1,7 @@
 """Shift suite: how far a trained classifier's accuracy falls under lab variability.
 
 ``python -m bloodcls.robustness <run folder | checkpoint | multirun folder> [...]`` scores the test
-split clean and under every shift of :mod:`bloodcls.shifts` at severities 1..5, and writes
+split clean and under every shift of :mod:`bloodcls.robustness.shifts` at severities 1..5, and writes
 ``robustness.json`` and ``robustness.png`` (accuracy vs. severity, one line per shift) into
 ``<run>/robustness/`` (or ``--out``). :func:`evaluate` is the library entry point (``sweep.py``).
 
