@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloodcls.report import md_table, read_run, recipe_of
+from bloodcls.markdown import md_table
+from bloodcls.report import read_run, recipe_of
 from bloodcls.rundir import RESULTS_FILE
 from bloodcls.stats import format_mean_std
 

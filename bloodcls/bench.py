@@ -30,8 +30,10 @@ import hydra
 import torch
 import torch.nn.functional as F
 
-from bloodcls.environment import environment
+from bloodcls.config import override_key
+from bloodcls.environment import environment, resolve_device
 from bloodcls.errors import UserError, report_user_errors
+from bloodcls.markdown import md_table
 from bloodcls.profiling import operation_counts
 from bloodcls.study import EXPERIMENTS
 
@@ -79,14 +81,9 @@ def _batches(loader, limit: int | None) -> Iterator:
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from bloodcls.config import compose_config
 
-    from bloodcls.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "paths.output_dir=/tmp/bloodcls-bench"])
-    return cfg
+    return compose_config([*overrides, "paths.output_dir=/tmp/bloodcls-bench"])
 
 
 class PathRunner:
@@ -252,9 +249,9 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
 
 def format_table(report: dict) -> str:
     peak = report.get("peak_bf16_tflops")
-    head = ("| experiment | path | train img/s | epoch (s) | infer img/s | train TFLOP/s"
-            + (" | % bf16 peak" if peak else "") + " | speed-up |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    header = ["experiment", "path", "train img/s", "epoch (s)", "infer img/s", "train TFLOP/s",
+              *(["% bf16 peak"] if peak else []), "speed-up"]
+    rows = []
     for row in report["experiments"]:
         for name, p in row["paths"].items():
             speed = p["train_images_per_s"] / row["paths"]["plain"]["train_images_per_s"]
@@ -264,8 +261,8 @@ def format_table(report: dict) -> str:
             if peak:
                 cells.append(f"{100 * p['train_tflops'] / peak:.1f}")
             cells.append(f"{speed:.2f}x")
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            rows.append(cells)
+    return "\n".join(md_table(header, rows))
 
 
 @report_user_errors
@@ -287,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         raise UserError(f"Unknown option(s) {bad}; see `python -m bloodcls.bench --help`.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     if args.steps is None and device.type == "cpu":
         args.steps = 10
     if args.workers is None:
@@ -295,8 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         args.workers = min(8, max(1, (os.cpu_count() or 2) - 1))
     experiments = list(EXPERIMENTS)
-    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
-    overrides = [o for o in overrides if not o.startswith("experiment=")]
+    chosen = [o.split("=", 1)[1] for o in overrides if override_key(o) == "experiment"]
+    overrides = [o for o in overrides if override_key(o) != "experiment"]
     if not args.all:
         experiments = chosen or ["skip"]
     env = environment(device)

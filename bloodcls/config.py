@@ -10,6 +10,26 @@ from omegaconf import OmegaConf
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def override_key(arg: str) -> str:
+    """The config key of a Hydra override (``+a.b=1``, ``~a.b``, ``a/b=c`` -> ``a.b`` / ``a/b``)."""
+    return arg.lstrip("~+").split("=", 1)[0]
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override of ``key`` gives, as written, or None when none sets it."""
+    values = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
+    return values[-1] if values else None
+
+
+def compose_config(overrides: list[str], config_name: str = "train"):
+    """The composed config, as the Hydra entry point would build it (without its ``hydra`` node)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
 def register_resolvers() -> None:
     """``${uid:}``: a short random id, cached like Hydra's ``${now:}`` so one run resolves it once.
 

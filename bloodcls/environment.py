@@ -13,6 +13,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when there is a GPU, else the CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def git_commit(repo: Path = REPO) -> str | None:
     """The checkout's commit (``-dirty`` with local changes); ``BLOODCLS_COMMIT`` where there is no .git."""
     if os.environ.get("BLOODCLS_COMMIT"):

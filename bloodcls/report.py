@@ -19,6 +19,7 @@ import yaml
 
 from bloodcls import study
 from bloodcls.data import CLASS_NAMES
+from bloodcls.markdown import md_table
 from bloodcls.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
 from bloodcls.stats import mcnemar, mean_std, paired_t_test
 
@@ -231,10 +232,6 @@ def provenance(runs: list[Run]) -> dict[str, Any]:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     lines = [f"# Sweep report: {rep.sweep_dir.name}", ""]
     ok = sum(r.ok for r in rep.runs)

@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bloodcls.config import override_key
 from bloodcls.errors import UserError
 from bloodcls.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
 from bloodcls.status import COMPLETED, is_rank_zero, read_status, still_running
@@ -124,10 +125,6 @@ def hydra_subdir(resume: Any, stamp: str) -> str:
     return f"{HYDRA_SUBDIR}-resume-{stamp}"
 
 
-def _override_key(arg: str) -> str:
-    return arg.lstrip("~+").split("=", 1)[0]
-
-
 def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 
@@ -137,7 +134,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 
     Without ``resume=``, or for a checkpoint outside a run folder, the arguments are unchanged.
     """
-    given = [a for a in argv[1:] if _is_override(a) and _override_key(a) == "resume"]
+    given = [a for a in argv[1:] if _is_override(a) and override_key(a) == "resume"]
     if not given:
         return argv
     value = given[-1].split("=", 1)[1]
@@ -151,8 +148,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     if overrides_file is None or not overrides_file.is_file():
         return argv
     original = [str(o) for o in OmegaConf.load(overrides_file)]
-    new_keys = {_override_key(a) for a in argv[1:] if _is_override(a)}
-    replay = [o for o in original if _override_key(o) not in new_keys | {"resume", "ckpt_path"}]
+    new_keys = {override_key(a) for a in argv[1:] if _is_override(a)}
+    replay = [o for o in original if override_key(o) not in new_keys | {"resume", "ckpt_path"}]
     return [argv[0], *replay, *argv[1:]]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcls.config import CONFIG_DIR
+from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
 from bloodcls.report import PLAN_FILE, build_report, markdown, write_tables
 from bloodcls.rundir import RESULTS_FILE
@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     parser = OverridesParser.create()
     train_overrides = []
     for arg in argv:
-        key = arg.split("=", 1)[0].lstrip("+~")
+        key = override_key(arg)
         if key in SWEEP_KEYS:
             try:
                 value = parser.parse_override(arg).value()
@@ -59,17 +59,10 @@ def known_experiments() -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-def _override_value(overrides: list[str], key: str) -> str | None:
-    for o in overrides:
-        if o.split("=", 1)[0].lstrip("+~") == key:
-            return o.split("=", 1)[1]
-    return None
-
-
 def sweep_folder(settings: DictConfig, overrides: list[str]) -> Path:
     if settings.dir:
         return Path(settings.dir)
-    log_dir = Path(_override_value(overrides, "paths.log_dir") or "outputs")
+    log_dir = Path(override_value(overrides, "paths.log_dir") or "outputs")
     name = settings.name or f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
     return log_dir / "sweeps" / name
 
@@ -80,7 +73,7 @@ def concurrent_jobs(settings: DictConfig, overrides: list[str]) -> int:
     total = len(settings.experiments) * len(settings.seeds)
     jobs = settings.get("jobs", "auto")
     if jobs in (None, "auto"):
-        return min(GPU_JOBS, total) if _override_value(overrides, "trainer") == "gpu" else 1
+        return min(GPU_JOBS, total) if override_value(overrides, "trainer") == "gpu" else 1
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise UserError(f"jobs={jobs!r}: give a whole number of jobs to run side by side (>= 1), or jobs=auto.")
     return min(jobs, total)
@@ -89,7 +82,7 @@ def concurrent_jobs(settings: DictConfig, overrides: list[str]) -> int:
 def launcher_overrides(settings: DictConfig, overrides: list[str]) -> list[str]:
     """The joblib launcher for concurrent jobs, unless the user picked a launcher (hydra/launcher=...)."""
     jobs = concurrent_jobs(settings, overrides)
-    if jobs <= 1 or _override_value(overrides, "hydra/launcher") is not None:
+    if jobs <= 1 or override_value(overrides, "hydra/launcher") is not None:
         return []
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
 
@@ -97,20 +90,15 @@ def launcher_overrides(settings: DictConfig, overrides: list[str]) -> list[str]:
 def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
     """Compose every experiment's job config and check its values (bloodcls.schema) before any job starts,
     so a bad override stops the sweep at once instead of failing every job."""
-    from hydra import compose, initialize_config_dir
-
-    from bloodcls.config import register_resolvers
     from bloodcls.schema import check_config
 
-    register_resolvers()
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for exp in settings.experiments:
-            try:
-                cfg = compose("train", overrides=[f"experiment={exp}", f"seed={settings.seeds[0]}", *job_overrides])
-            except Exception as err:  # noqa: BLE001 - Hydra's own override and composition errors
-                raise UserError(f"The overrides do not compose with experiment={exp}: {str(err).splitlines()[0]}") from None
-            check_config(cfg)
+    job_overrides = [o for o in overrides if not override_key(o).startswith("hydra")]
+    for exp in settings.experiments:
+        try:
+            cfg = compose_config([f"experiment={exp}", f"seed={settings.seeds[0]}", *job_overrides])
+        except Exception as err:  # noqa: BLE001 - Hydra's own override and composition errors
+            raise UserError(f"The overrides do not compose with experiment={exp}: {str(err).splitlines()[0]}") from None
+        check_config(cfg)
 
 
 def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> list[str]:
@@ -208,15 +196,15 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
 
 def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
     """The report's tables (and figures) in a W&B summary run of the sweep's group."""
-    logger = _override_value(overrides, "logger")
+    logger = override_value(overrides, "logger")
     if logger not in (None, "wandb"):
         return None
     import wandb
 
     from bloodcls.loggers import resolve_wandb_mode
 
-    mode = resolve_wandb_mode(_override_value(overrides, "logger.wandb.mode") or "auto")
-    run = wandb.init(project=_override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
+    mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
+    run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
                      job_type="report", name=f"{rep.sweep_dir.name}-report", dir=str(rep.sweep_dir), mode=mode,
                      config={"plan": rep.plan})
     for name, rows in rep.tables.items():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from bloodcls.environment import resolve_device
 from bloodcls.errors import UserError
 from bloodcls.images import to_float_images
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
@@ -29,12 +30,6 @@ EXAMPLES_FILE = "shift_examples.png"
 
 
 # -- the suite ---------------------------------------------------------------------------------------------------
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def _generator(seed: int, shift: str, severity: int, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{shift}/{severity}/{chunk}".encode()))
@@ -89,7 +84,7 @@ def evaluate(
         raise UserError(f"Severities must be in {list(SEVERITIES)}, got {bad}.")
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 N x S x S x 3, got {images.dtype} {tuple(images.shape)}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     model = copy.deepcopy(model).to(dev, memory_format=torch.channels_last).eval()
     images, labels = images.to(dev), labels.to(dev).long().reshape(-1)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bloodcls.markdown import md_table
 from bloodcls.stats import format_mean_std
 
 
@@ -24,22 +25,16 @@ def summary_table(payloads: Sequence[dict[str, Any]]) -> str:
         name = str(p.get("experiment") or p.get("model") or Path(p["run"]).name)
         name += f" `recipe={p['recipe']}`" if p.get("recipe") else ""  # runs of one experiment, two recipes
         groups.setdefault(name, []).append(p)
-    lines = ["| recipe | runs | seeds | clean acc (%) | acc under shift (%) | drop (points) | clean macro-F1 (%) "
-             "| macro-F1 under shift (%) |", "|---|---|---|---|---|---|---|---|"]
-    for name, runs in groups.items():
-        seeds = ",".join(str(r.get("train_seed")) for r in runs)
-        lines.append(f"| {name} | {len(runs)} | {seeds} | {_pct([r['clean_acc'] for r in runs])} | "
-                     f"{_pct([r['mean_acc'] for r in runs])} | {_pct([r['drop_acc'] for r in runs])} | "
-                     f"{_pct([r['clean_f1'] for r in runs])} | {_pct([r['mean_f1'] for r in runs])} |")
-    names = list(groups)
-    lines += ["", "| mean acc (%) over severities | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    header = ["recipe", "runs", "seeds", "clean acc (%)", "acc under shift (%)", "drop (points)", "clean macro-F1 (%)",
+              "macro-F1 under shift (%)"]
+    rows = [[name, str(len(runs)), ",".join(str(r.get("train_seed")) for r in runs),
+             *(_pct([r[k] for r in runs]) for k in ("clean_acc", "mean_acc", "drop_acc", "clean_f1", "mean_f1"))]
+            for name, runs in groups.items()]
     shifts = list(next(iter(groups.values()))[0]["shifts"]) if groups else []
-    for shift in shifts:
-        cells = [_pct([r["shifts"][shift]["mean_acc"] for r in runs if shift in r["shifts"]])
-                 for runs in groups.values()]
-        lines.append(f"| {shift} | " + " | ".join(cells) + " |")
+    per_shift = [[shift, *(_pct([r["shifts"][shift]["mean_acc"] for r in runs if shift in r["shifts"]])
+                           for runs in groups.values())] for shift in shifts]
     severities = next(iter(groups.values()))[0]["severities"] if groups else []
-    for i, sev in enumerate(severities):
-        cells = [_pct([r["per_severity"]["acc"][i] for r in runs]) for runs in groups.values()]
-        lines.append(f"| all shifts, severity {sev} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    per_severity = [[f"all shifts, severity {sev}", *(_pct([r["per_severity"]["acc"][i] for r in runs])
+                                                       for runs in groups.values())] for i, sev in enumerate(severities)]
+    return "\n".join(md_table(header, rows) + [""]
+                     + md_table(["mean acc (%) over severities", *groups], per_shift + per_severity))
