@@ -30,6 +30,26 @@ def compose_config(overrides: list[str], config_name: str = "train"):
         return compose(config_name, overrides=overrides)
 
 
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate``, but a :class:`~bloodcls.errors.UserError` raised by the target (an unknown
+    timm architecture, a bad data file) reaches the user as itself, not wrapped in Hydra's
+    InstantiationException with a repr and exit status 1."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    from bloodcls.errors import UserError
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
 def register_resolvers() -> None:
     """``${uid:}``: a short random id, cached like Hydra's ``${now:}`` so one run resolves it once.
 

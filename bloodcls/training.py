@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from bloodcls.callbacks import EpochSeed, History, ResumeLikeUninterrupted, best_epoch
+from bloodcls.config import instantiate
 from bloodcls.environment import environment
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
@@ -35,14 +35,14 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
     callbacks: list[Callback] = []
     for name, conf in (cfg or {}).items():
         if conf is not None and "_target_" in conf:
-            callbacks.append(hydra.utils.instantiate(conf))
+            callbacks.append(instantiate(conf))
         elif conf is not None:
             raise UserError(f"callbacks.{name} has no _target_; every callback config must name its class.")
     return callbacks
 
 
 def instantiate_loggers(cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [hydra.utils.instantiate(conf) for conf in (cfg or {}).values() if conf and "_target_" in conf]
+    loggers: list[Logger] = [instantiate(conf) for conf in (cfg or {}).values() if conf and "_target_" in conf]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):  # a CSV log is always written
         loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
     return loggers
@@ -113,9 +113,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
-    model = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
@@ -129,7 +129,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         if record.fields.get("wandb_id"):
             OmegaConf.update(cfg, "logger.wandb.id", record.fields["wandb_id"], force_add=True)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     record.trainer = trainer
     keep_csv_history(loggers)
 
