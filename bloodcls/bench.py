@@ -90,7 +90,7 @@ class PathRunner:
     """One configuration of the data path and numerics, ready to time training and inference."""
 
     def __init__(self, cfg, device: torch.device, *, fast: bool, workers: int, steps: int | None, bf16: bool,
-                 channels_last: bool, compile: bool | str, datamodule=None) -> None:
+                 channels_last: bool, compile: bool | str) -> None:
         from bloodcls.data import BloodMNISTDataModule
 
         data_kw = dict(cfg.data)
@@ -98,12 +98,7 @@ class PathRunner:
         data_kw.update(loader="tensor" if fast else "torch", num_workers=0 if fast else workers,
                        on_device="true" if fast and device.type == "cuda" else "false", channels_last=channels_last)
         dm = BloodMNISTDataModule(**data_kw)
-        if datamodule is not None and datamodule.img_size == dm.img_size:  # reuse the loaded arrays
-            dm.splits, dm.class_weights, dm.path = dict(datamodule.splits), datamodule.class_weights, datamodule.path
-            if fast and device.type == "cuda":
-                dm.splits = {s: (x.to(device), y.to(device)) for s, (x, y) in dm.splits.items()}
-        else:
-            dm.setup()
+        dm.setup()  # the file is read and hashed once per process (bloodcls.data.load_cached); on_device moves it
         torch.manual_seed(0)
         self.module = hydra.utils.instantiate(cfg.model, channels_last=channels_last, compile=compile).to(device)
         captured = self.module.compile_for(device) if compile == "graphs" else False
@@ -201,25 +196,15 @@ def augmentation_microbench(size: int, device: torch.device, batch: int = 64, re
     return out
 
 
-def bench_experiment(experiment: str, overrides: list[str], device: torch.device, args, cache: dict) -> dict:
+def bench_experiment(experiment: str, overrides: list[str], device: torch.device, args) -> dict:
     cfg = _compose([f"experiment={experiment}", *overrides])
     size = int(cfg.data.img_size)
-    if size not in cache:
-        from bloodcls.data import BloodMNISTDataModule
-
-        kw = dict(cfg.data)
-        kw.pop("_target_", None)
-        kw.update(loader="tensor", on_device="false")
-        dm = BloodMNISTDataModule(**kw)
-        dm.setup()
-        cache[size] = dm
-    dm = cache[size]
     from bloodcls.models import build_from_hparams
 
     macs = operation_counts(build_from_hparams({**cfg.model, "img_size": size}, weights=False), size)["macs"]
     cuda = device.type == "cuda"
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    common = dict(workers=args.workers, steps=args.steps, datamodule=dm)
+    common = dict(workers=args.workers, steps=args.steps)
     variants = [("plain", dict(fast=False, bf16=False, channels_last=False, compile=False)),
                 ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile)),
                 # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead"); eager on the CPU
@@ -299,9 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     env = environment(device)
     report = {"environment": env, "peak_bf16_tflops": peak_tflops(env["device"]) if device.type == "cuda" else None,
               "args": vars(args), "overrides": overrides, "experiments": []}
-    cache: dict = {}
     for exp in experiments:
-        report["experiments"].append(bench_experiment(exp, overrides, device, args, cache))
+        report["experiments"].append(bench_experiment(exp, overrides, device, args))
     print(f"\nbloodcls.bench on {env['device']} (commit {env['commit']}, {env['date']}), batch "
           f"{report['experiments'][0]['batch_size']}, median of {args.reps}")
     print(format_table(report))

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
-from bloodcls.report import PLAN_FILE, build_report, markdown, write_tables
+from bloodcls.report import PLAN_FILE, build_report
+from bloodcls.report_markdown import markdown, write_tables
 from bloodcls.rundir import RESULTS_FILE
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from bloodcls.errors import UserError
 from bloodcls.export import export
 from bloodcls.models import build_model
 from bloodcls.predict import predict_proba
-from bloodcls.report import build_report, markdown
+from bloodcls.report import build_report
+from bloodcls.report_markdown import markdown
 from bloodcls.training import train
 from bloodcls.tta import eight_views, tta_proba
 from tests.conftest import FAST
