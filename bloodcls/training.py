@@ -120,14 +120,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
     callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted()]
-    group = record.fields.get("group") or group  # a resumed run keeps its W&B group and id
-    wandb_cfg = cfg.logger.get("wandb") if cfg.get("logger") else None
-    if wandb_cfg is not None:
-        group = wandb_cfg.get("group") or group  # an explicit logger.wandb.group wins
-        if group:
-            OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
-        if record.fields.get("wandb_id"):
-            OmegaConf.update(cfg, "logger.wandb.id", record.fields["wandb_id"], force_add=True)
+    group = _wire_wandb(cfg, record, group)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     record.trainer = trainer
@@ -161,15 +154,41 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         test_time = time.perf_counter() - t0
 
     eff = efficiency(build_from_hparams(cfg.model, num_classes=datamodule.num_classes, weights=False), cfg.data.img_size)
-    eff.update({
-        "train_time_s": sum(r["time_s"] for r in epochs),
-        "fit_wall_s": fit_wall,
-        "test_time_s": test_time,
-        "epochs_run": len(epochs),
-        "best_epoch": best_epoch(epochs, "val/loss"),
-    })
-    best = eff["best_epoch"]
-    best_val = next((r for r in epochs if r["epoch"] == best), {})
+    eff.update({"train_time_s": sum(r["time_s"] for r in epochs), "fit_wall_s": fit_wall, "test_time_s": test_time,
+                "epochs_run": len(epochs), "best_epoch": best_epoch(epochs, "val/loss")})
+    results = build_results(cfg, model, datamodule, epochs, eff, resolved)
+    results["checkpoints"] = {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None}
+    results["environment"] = environment(trainer.strategy.root_device)
+    if trainer.is_global_zero:
+        if wb is not None:
+            results["wandb"] = {"id": wb.version, "mode": getattr(wb.experiment.settings, "mode", None)}
+            _log_summary_to_wandb(wb, results, datamodule.class_names)
+        write_json(output_dir / RESULTS_FILE, results)
+    _close_wandb_run(exit_code=0)  # one W&B run per job: the next job of a multirun starts its own
+    if trainer.is_global_zero:
+        log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
+                 output_dir / RESULTS_FILE)
+    return results
+
+
+def _wire_wandb(cfg: DictConfig, record: RunRecord, group: str | None) -> str | None:
+    """The run's W&B group (a resumed run keeps its group and id; an explicit logger.wandb.group wins),
+    written into the logger's config before it is instantiated."""
+    group = record.fields.get("group") or group
+    wandb_cfg = cfg.logger.get("wandb") if cfg.get("logger") else None
+    if wandb_cfg is not None:
+        group = wandb_cfg.get("group") or group
+        if group:
+            OmegaConf.update(cfg, "logger.wandb.group", group, force_add=True)
+        if record.fields.get("wandb_id"):
+            OmegaConf.update(cfg, "logger.wandb.id", record.fields["wandb_id"], force_add=True)
+    return group
+
+
+def build_results(cfg: DictConfig, model, datamodule, epochs: list[dict[str, Any]], eff: dict[str, Any],
+                  resolved: dict) -> dict[str, Any]:
+    """The ``results.json`` payload: what was run, the test scores (plain and TTA), efficiency, history."""
+    best_val = next((r for r in epochs if r["epoch"] == eff["best_epoch"]), {})
     test_scores = model.scores.get("test", {})
     results: dict[str, Any] = {
         "status": "completed",
@@ -196,20 +215,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         "history": epochs,
         "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),
                  "class_names": datamodule.class_names},
-        "checkpoints": {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None},
-        "environment": environment(trainer.strategy.root_device),
         "config": resolved,
     }
     results["summary"] = summarize(results)
-    if trainer.is_global_zero:
-        if wb is not None:
-            results["wandb"] = {"id": wb.version, "mode": getattr(wb.experiment.settings, "mode", None)}
-            _log_summary_to_wandb(wb, results, datamodule.class_names)
-        write_json(output_dir / RESULTS_FILE, results)
-    _close_wandb_run(exit_code=0)  # one W&B run per job: the next job of a multirun starts its own
-    if trainer.is_global_zero:
-        log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
-                 output_dir / RESULTS_FILE)
     return results
 
 
