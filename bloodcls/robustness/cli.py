@@ -1,4 +1,4 @@
-"""``python -m bloodcls.robustness``: score runs under the shift suite and write their reports."""
+"""Shift suite: how far trained classifiers fall under lab variability (python -m bloodcls.robustness)."""
 
 from __future__ import annotations
 
