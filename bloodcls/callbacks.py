@@ -21,6 +21,26 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
 
 
+class EvalResults(Callback):
+    """Where the LightningModule hands each evaluation's outcome (``BloodCellClassifier.publish``): scores,
+    confusion matrix and, for the test split, the predictions in dataset order. ``train()`` reads the
+    run's results from here, so they flow one way, out of the module, not back out of its attributes."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, dict[str, float]] = {}
+        self.confusion: dict[str, list[list[int]]] = {}
+        self.predictions: dict[str, list[int]] = {}
+
+    def record(self, stage: str, scores: dict[str, float] | None = None, confusion: list[list[int]] | None = None,
+               predictions: list[int] | None = None) -> None:
+        if scores is not None:
+            self.scores[stage] = scores
+        if confusion is not None:
+            self.confusion[stage] = confusion
+        if predictions is not None:
+            self.predictions[stage] = predictions
+
+
 class EpochSeed(Callback):
     """Reseed every RNG at the start of each training epoch from (seed, epoch).
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from bloodcls.callbacks import EvalResults
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
 from bloodcls.metrics import WeightedMean, classification_metrics, flatten_scores
@@ -88,9 +89,6 @@ class BloodCellClassifier(L.LightningModule):
         # "test_tta": the same scores with probabilities averaged over the 8 rotations/flips (model.tta=true),
         # reported beside the plain test scores, never instead of them.
         self.eval_metrics = nn.ModuleDict({s: classification_metrics(num_classes) for s in ("val", "test", "test_tta")})
-        self.confusion: dict[str, list[list[int]]] = {}
-        self.scores: dict[str, dict[str, float]] = {}
-        self.test_predictions: list[int] = []
         self._test_preds: list[torch.Tensor] = []
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -180,8 +178,7 @@ class BloodCellClassifier(L.LightningModule):
         self.eval_loss[stage].reset()
         self.eval_metrics[stage].reset()
         scores = {f"{stage}/loss": float(loss), **flatten_scores(computed, self.class_names, stage)}
-        self.confusion[stage] = computed["confmat"].long().tolist()
-        self.scores[stage] = scores
+        self.publish(stage, scores=scores, confusion=computed["confmat"].long().tolist())
         # States were synced across ranks by compute(), so every rank holds the same values; the
         # (cheap) sync_dist only tells Lightning so.
         sync = self.trainer.world_size > 1
@@ -192,8 +189,7 @@ class BloodCellClassifier(L.LightningModule):
         computed = self.eval_metrics["test_tta"].compute()
         self.eval_metrics["test_tta"].reset()
         scores = flatten_scores(computed, self.class_names, "test_tta")
-        self.confusion["test_tta"] = computed["confmat"].long().tolist()
-        self.scores["test_tta"] = scores
+        self.publish("test_tta", scores=scores, confusion=computed["confmat"].long().tolist())
         sync = self.trainer.world_size > 1
         for key, value in scores.items():
             self.log(key, value, sync_dist=sync)
@@ -211,7 +207,13 @@ class BloodCellClassifier(L.LightningModule):
         preds = torch.cat(self._test_preds) if self._test_preds else torch.empty(0, dtype=torch.long, device=self.device)
         if self.trainer.world_size > 1:
             preds = self._gather_shards(preds)
-        self.test_predictions = preds.cpu().tolist()
+        self.publish("test", predictions=preds.cpu().tolist())
+
+    def publish(self, stage: str, **outcome) -> None:
+        """Hand an evaluation's outcome to the trainer's :class:`~bloodcls.callbacks.EvalResults` callbacks."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, EvalResults):
+                callback.record(stage, **outcome)
 
     def _gather_shards(self, local: torch.Tensor) -> torch.Tensor:
         """Reassemble per-rank predictions in dataset order. Evaluation shards are ``rank::world_size``

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcls.callbacks import EpochSeed, History, ResumeLikeUninterrupted, best_epoch
+from bloodcls.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.config import instantiate
 from bloodcls.environment import environment
 from bloodcls.errors import UserError
@@ -72,12 +72,12 @@ def _log_summary_to_wandb(logger: WandbLogger, results: dict[str, Any], class_na
         })
 
 
-def _tta_results(model) -> dict[str, Any] | None:
-    scores = model.scores.get("test_tta")
+def _tta_results(outcome: EvalResults) -> dict[str, Any] | None:
+    scores = outcome.scores.get("test_tta")
     if not scores:
         return None
     return {"scores": scores, "acc": scores.get("test_tta/acc"), "f1": scores.get("test_tta/f1"),
-            "confusion_matrix": model.confusion.get("test_tta")}
+            "confusion_matrix": outcome.confusion.get("test_tta")}
 
 
 def summarize(results: dict[str, Any]) -> dict[str, float]:
@@ -119,7 +119,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()
-    callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted()]
+    outcome = EvalResults()  # the module hands its scores and test predictions here
+    callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted(), outcome]
     group = _wire_wandb(cfg, record, group)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -156,7 +157,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     eff = efficiency(build_from_hparams(cfg.model, num_classes=datamodule.num_classes, weights=False), cfg.data.img_size)
     eff.update({"train_time_s": sum(r["time_s"] for r in epochs), "fit_wall_s": fit_wall, "test_time_s": test_time,
                 "epochs_run": len(epochs), "best_epoch": best_epoch(epochs, "val/loss")})
-    results = build_results(cfg, model, datamodule, epochs, eff, resolved)
+    results = build_results(cfg, outcome, datamodule, epochs, eff, resolved)
     results["checkpoints"] = {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None}
     results["environment"] = environment(trainer.strategy.root_device)
     if trainer.is_global_zero:
@@ -185,11 +186,11 @@ def _wire_wandb(cfg: DictConfig, record: RunRecord, group: str | None) -> str | 
     return group
 
 
-def build_results(cfg: DictConfig, model, datamodule, epochs: list[dict[str, Any]], eff: dict[str, Any],
+def build_results(cfg: DictConfig, outcome: EvalResults, datamodule, epochs: list[dict[str, Any]], eff: dict[str, Any],
                   resolved: dict) -> dict[str, Any]:
     """The ``results.json`` payload: what was run, the test scores (plain and TTA), efficiency, history."""
     best_val = next((r for r in epochs if r["epoch"] == eff["best_epoch"]), {})
-    test_scores = model.scores.get("test", {})
+    test_scores = outcome.scores.get("test", {})
     results: dict[str, Any] = {
         "status": "completed",
         "experiment": cfg.get("experiment_name"),
@@ -204,13 +205,13 @@ def build_results(cfg: DictConfig, model, datamodule, epochs: list[dict[str, Any
             "scores": test_scores,
             "acc": test_scores.get("test/acc"),
             "f1": test_scores.get("test/f1"),
-            "confusion_matrix": model.confusion.get("test"),
-            "predictions": model.test_predictions,
+            "confusion_matrix": outcome.confusion.get("test"),
+            "predictions": outcome.predictions.get("test", []),
             "labels": datamodule.splits["test"][1].cpu().tolist(),
         },
         "val": {"best": {k: v for k, v in best_val.items() if k.startswith("val/")}},
         # model.tta=true: the same test images scored with the 8 rotations/flips averaged, beside "test".
-        "test_tta": _tta_results(model),
+        "test_tta": _tta_results(outcome),
         "efficiency": eff,
         "history": epochs,
         "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),

@@ -151,3 +151,19 @@ def test_a_training_step_reads_nothing_back_from_the_device(synthetic_root, monk
     model._eval_step("val", (x, y))
     monkeypatch.undo()
     assert calls == []
+
+
+def test_scores_and_predictions_leave_the_module_through_a_callback(synthetic_root):
+    from bloodcls.callbacks import EvalResults
+
+    outcome = EvalResults()
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, eval_batch_size=7)
+    model = BloodCellClassifier(name="inception", img_size=28, tta=True)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[outcome])
+    (logged,) = trainer.test(model, datamodule=dm, verbose=False)
+    n_test = len(dm.splits["test"][1])
+    assert len(outcome.predictions["test"]) == n_test and sum(map(sum, outcome.confusion["test"])) == n_test
+    assert outcome.scores["test"]["test/acc"] == pytest.approx(logged["test/acc"])
+    assert "test_tta/acc" in outcome.scores["test_tta"]
+    assert not any(hasattr(model, a) for a in ("scores", "confusion", "test_predictions"))
