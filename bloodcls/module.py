@@ -123,11 +123,6 @@ class BloodCellClassifier(L.LightningModule):
     def set_class_weights(self, weights: torch.Tensor) -> None:
         self.class_weights.copy_(torch.as_tensor(weights, dtype=self.class_weights.dtype))
 
-    def on_fit_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "class_weights", None) is not None:
-            self.set_class_weights(dm.class_weights)
-
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch

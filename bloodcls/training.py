@@ -116,6 +116,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    model.set_class_weights(datamodule.train_class_weights())  # the study's class-weighted loss
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     history = History()

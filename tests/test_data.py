@@ -173,3 +173,11 @@ def test_datamodule_rejects_bad_options(synthetic_root):
         BloodMNISTDataModule(root=str(synthetic_root), loader="pil")
     with pytest.raises(DataError, match="data.on_device"):
         BloodMNISTDataModule(root=str(synthetic_root), on_device="maybe")
+
+
+def test_train_class_weights_before_and_after_setup(synthetic_root):
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28)
+    before = dm.train_class_weights()  # what train() hands the model, before the trainer sets the data up
+    dm.setup()
+    assert torch.equal(before, dm.class_weights) and torch.equal(dm.train_class_weights(), dm.class_weights)
+    assert torch.equal(before, class_weights(dm.splits["train"][1], 8))

@@ -96,6 +96,14 @@ class BloodMNISTDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_file(self.root, self.img_size, self.download)
 
+    def train_class_weights(self) -> torch.Tensor:
+        """Balanced class weights of the training split (the study's loss), before or after ``setup``; the
+        file is read once per process (``load_cached``)."""
+        if self.class_weights is not None:
+            return self.class_weights
+        _, arrays = load_cached(ensure_file(self.root, self.img_size, self.download), self.img_size)
+        return class_weights(torch.from_numpy(arrays["train"][1]), self.num_classes)
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
