@@ -1,5 +1,5 @@
 # Quick start:  make train   (set up .venv, then train; Hydra overrides via ARGS="...")
-#               make test    (set up .venv, then run the test suite)
+#               make test    (set up .venv, then run the test suite; make test-fast: the edit loop, < 1 min)
 #               make sweep   (the study's seven experiments x three seeds, then a report)
 PYTHON ?= python3
 VENV   ?= .venv
