@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from PIL import Image
 from bloodcls.checkpoint import TrainedModel, load_trained
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.images import MAX_PIXELS, ImageError, add_max_pixels_option, load_image
+from bloodcls.markdown import md_table
 from bloodcls.predict import predict_proba, to_tensor
 from bloodcls.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
-from bloodcls.saliency import overlay, saliency_map
+from bloodcls.saliency import cam_layer, overlay, saliency_map
 
 PREDICTED = "predicted class"
 VIEW_PX = 256  # images are shown at this size (nearest-neighbour, so the model's pixels stay visible)
@@ -43,6 +45,11 @@ class DemoModel:
     trained: TrainedModel
     results: dict[str, Any] = field(default_factory=dict)  # the run's results.json, when there is one
     examples: list[Path] = field(default_factory=list)
+
+    @cached_property
+    def cam(self) -> tuple | None:
+        """Where the maps are taken (found once per model, not per request)."""
+        return cam_layer(self.trained.net, self.trained.img_size)
 
 
 def load_demo_model(target: str | Path) -> DemoModel:
@@ -75,9 +82,9 @@ def model_facts(model: DemoModel) -> str:
         lines.append(f"**Test accuracy:** {100 * test['acc']:.2f} %" + (f" ({100 * tta:.2f} % with TTA)" if tta else "")
                      + f" · macro F1 {100 * (test.get('f1') or 0):.2f} % on the test split of the run's data")
         scores = test.get("scores") or {}
-        rows = [f"| {c} | {100 * scores[f'test/f1/{c}']:.1f} |" for c in t.class_names if f"test/f1/{c}" in scores]
+        rows = [[c, f"{100 * scores[f'test/f1/{c}']:.1f}"] for c in t.class_names if f"test/f1/{c}" in scores]
         if rows:
-            lines.append("| class | test F1 (%) |\n|---|---|\n" + "\n".join(rows))
+            lines.append("\n".join(md_table(["class", "test F1 (%)"], rows)))
     return "\n\n".join(lines)
 
 
@@ -93,7 +100,7 @@ def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str =
     probs = predict_proba(t.net, image[None], tta=tta)[0]
     best = int(np.argmax(probs))
     cam_class = best if target in (None, "", PREDICTED) else t.class_names.index(target)
-    cam = saliency_map(t.net, to_tensor(image[None]), target=cam_class)
+    cam = saliency_map(t.net, to_tensor(image[None]), target=cam_class, layer=model.cam)
     return {
         "class": t.class_names[best],
         "probability": float(probs[best]),
@@ -108,7 +115,7 @@ def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str =
 
 def probability_table(probabilities: dict[str, float]) -> str:
     rows = sorted(probabilities.items(), key=lambda kv: -kv[1])
-    return "| class | probability |\n|---|---|\n" + "\n".join(f"| {c} | {100 * p:.2f} % |" for c, p in rows)
+    return "\n".join(md_table(["class", "probability"], [[c, f"{100 * p:.2f} %"] for c, p in rows]))
 
 
 def example_images(model: TrainedModel, root: str | Path | None, folder: Path) -> list[Path]:

@@ -7,10 +7,10 @@ averaging the gradient over the map first: the two agree on networks that end in
 pooling (inception, skip, hybrid, timm's CNNs), but on the study's baseline and U-Net, whose dense
 head sees every position separately, Grad-CAM's average pointed away from the evidence on a
 corner-signal task (tests/test_saliency.py, 32 px baseline: 4-10 % of Grad-CAM's mass in the signal's
-quadrant against 74-83 % of HiResCAM's). The layer is found, not configured: the
-last module (in execution order) whose output is still a spatial feature map, so the study's five
-CNNs and timm's CNNs all work without a per-model table. Networks with no such map (ViTs, whose
-features are tokens) get captum's input-gradient saliency instead, smoothed to the same kind of map.
+quadrant against 74-83 % of HiResCAM's). The layer is found, not configured (:func:`cam_layer`): the
+input of the global pooling or flatten that ends the feature extractor, so the study's five CNNs and
+timm's CNNs all work without a per-model table; a ViT gets its patch embedding. A network with no
+spatial feature map at all gets captum's input-gradient saliency, smoothed to the same kind of map.
 """
 
 from __future__ import annotations
@@ -83,9 +83,11 @@ def _normalise(heat: torch.Tensor) -> np.ndarray:
     return (heat / top).cpu().numpy() if top > 0 else heat.cpu().numpy()
 
 
-def saliency_map(net: nn.Module, x: torch.Tensor, target: int | None = None) -> SaliencyMap:
+def saliency_map(net: nn.Module, x: torch.Tensor, target: int | None = None,
+                 layer: tuple[str, nn.Module, bool] | None | bool = True) -> SaliencyMap:
     """HiResCAM of one image ``x`` (1 x 3 x S x S, in [0, 1] as the network takes it) for class ``target``
-    (None: the predicted class), up-sampled bilinearly to S x S."""
+    (None: the predicted class), up-sampled bilinearly to S x S. ``layer``: what :func:`cam_layer` found for
+    this network (callers that map many images find it once); True finds it now."""
     from captum.attr import LayerAttribution, LayerGradientXActivation, Saliency
 
     net.eval()
@@ -93,7 +95,7 @@ def saliency_map(net: nn.Module, x: torch.Tensor, target: int | None = None) -> 
     if target is None:
         with torch.no_grad():
             target = int(net(x).argmax(dim=1)[0])
-    found = cam_layer(net, size)
+    found = cam_layer(net, size) if layer is True else layer
     if found is not None:
         name, layer, on_input = found
         attr = LayerGradientXActivation(net, layer).attribute(x, target=target, attribute_to_layer_input=on_input)

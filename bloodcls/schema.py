@@ -64,6 +64,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+_MISSING = object()
+
+
 def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     """(present, value); an interpolation that cannot resolve counts as a bad value, not a crash."""
     try:
@@ -71,9 +74,6 @@ def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     except Exception as err:  # noqa: BLE001 - OmegaConf raises several kinds for a broken interpolation
         return True, f"<cannot resolve: {err}>"
     return node is not _MISSING, node
-
-
-_MISSING = object()
 
 
 def check_config(cfg: DictConfig) -> None:

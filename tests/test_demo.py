@@ -181,3 +181,15 @@ def test_in_a_headless_browser(server, reference_run, cell_image, images, tmp_pa
         assert "corrupt or truncated" in page.inner_text("#verdict")
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000 and proc.poll() is None
+
+
+def test_the_map_layer_is_found_once_per_model(reference_run, images, monkeypatch):
+    from bloodcls import demo
+
+    calls = []
+    real = demo.cam_layer
+    monkeypatch.setattr(demo, "cam_layer", lambda net, size: calls.append(size) or real(net, size))
+    model = load_demo_model(reference_run[0])
+    first = analyse(model, images / "rgba.png")
+    second = analyse(model, images / "rgba.png", target=model.trained.class_names[2])
+    assert calls == [28] and first["cam_method"] == second["cam_method"]
