@@ -33,7 +33,10 @@ def default_optimizer(params) -> torch.optim.Optimizer:
 
 
 def default_scheduler(optimizer: torch.optim.Optimizer):
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3)
+    """The study's plateau schedule with Keras's counting (conf/scheduler/plateau.yaml says why)."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=2, threshold=1e-4, threshold_mode="abs"
+    )
 
 
 class BloodCellClassifier(L.LightningModule):

@@ -22,7 +22,7 @@ def test_every_experiment_composes_as_the_study_ran_it(experiment, tmp_path):
     assert cfg.experiment_name == experiment
     # the study's protocol is the default everywhere
     assert cfg.model.optimizer.lr == 1e-4 and cfg.model.optimizer._partial_
-    assert cfg.model.scheduler.factor == 0.5 and cfg.model.scheduler.patience == 3
+    assert cfg.model.scheduler.factor == 0.5 and cfg.model.scheduler.patience == 2  # Keras patience 3 (test_recipes)
     assert cfg.callbacks.early_stopping.patience == 5 and cfg.callbacks.early_stopping.monitor == "val/loss"
     assert cfg.trainer.max_epochs == 40 and cfg.data.batch_size == 64
     OmegaConf.resolve(cfg)  # every interpolation resolves

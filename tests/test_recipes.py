@@ -60,6 +60,28 @@ def test_study_is_the_default_recipe(tmp_path):
     assert cfg.recipe_name == "study" and cfg.model.init == "torch" and cfg.model.label_smoothing == 0.0
 
 
+def _lrs_after(val_losses: list[float], overrides: list[str], tmp_path) -> list[float]:
+    """The learning rate after each epoch when the configured scheduler is stepped with these val losses."""
+    cfg = compose_train(["experiment=baseline_64", *overrides], output_dir=tmp_path)
+    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-4)
+    scheduler = hydra.utils.instantiate(cfg.model.scheduler)(optimizer)
+    lrs = []
+    for loss in val_losses:
+        scheduler.step(loss)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def test_plateau_schedule_counts_patience_as_keras_does(tmp_path):
+    # The study's ReduceLROnPlateau(patience=3): Keras halves the rate at the 3rd epoch in a row without
+    # improvement (here epoch 3); an improvement smaller than Keras's absolute min_delta 1e-4 does not count.
+    losses = [0.5, 0.6, 0.6, 0.49993, 0.6, 0.6]
+    assert _lrs_after(losses, [], tmp_path) == [1e-4, 1e-4, 1e-4, 5e-5, 5e-5, 5e-5]
+    # PyTorch's own reading of patience 3 (the ablation) waits one more epoch and takes 0.49993 as better
+    assert _lrs_after(losses, ["+ablation=torch_plateau"], tmp_path) == [1e-4] * 6
+    assert _lrs_after([0.5, 0.6, 0.6, 0.6, 0.6], ["+ablation=torch_plateau"], tmp_path)[-1] == 5e-5
+
+
 def _glorot_bound(conv: nn.Conv2d) -> float:
     k = conv.kernel_size[0] * conv.kernel_size[1]
     return (6 / (conv.in_channels * k + conv.out_channels * k)) ** 0.5
