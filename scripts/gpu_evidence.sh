@@ -14,6 +14,13 @@
 #                                                       and recipe=strong on skip x 3 seeds; tables into <out dir>.
 #                                                       BUDGET_S (default 420) bounds the training, then what finished
 #                                                       is reported.
+#   scripts/gpu_evidence.sh smoke <out dir>            one-epoch trainer=gpu runs on small synthetic files (a strong-recipe
+#                                                       skip run and a two-job sweep): checks the GPU path in ~1 minute
+#   scripts/gpu_evidence.sh study <out dir>            issue 11 in one call after `carry`: build the files, start CUDA MPS,
+#                                                       then at once the seven experiments x seeds 0-2 with recipe=study
+#                                                       (STUDY_JOBS side by side, default all 21) and recipe=strong on skip
+#                                                       x 3 seeds; BUDGET_S (default 480) bounds it all, then what finished
+#                                                       is reported into <out dir>/readme_gpu.md with device, commit, date.
 #   scripts/gpu_evidence.sh speed <out dir>            issue 13, in about 11 minutes after `carry`: build the files, time
 #                                                       the one-seed seven-experiment sweep end to end (jobs side by side,
 #                                                       trainer=gpu), `bench --all` (plain / fast / fast + CUDA graphs, with
@@ -107,6 +114,44 @@ PY
     $PY -m bloodcls.ablation $g outputs/sweeps/gpu11_study --json "$out/groups.json" | tee "$out/groups.md"
     tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' $g outputs/sweeps/gpu11_study
     tail -n 5 "$out"/strong.log "$out"/ablation.log "$out"/study.log
+    ;;
+  smoke)
+    $PY -c "from tests.synthetic import write_synthetic_npz as w; [w('/tmp/syn', s, (40, 10, 10)) for s in (64, 128)]"
+    q=(trainer=${TRAINER:-gpu} trainer.max_epochs=1 data.root=/tmp/syn logger=csv trainer.enable_progress_bar=false)
+    rm -rf /tmp/smoke_strong; timeout 150 $PY train.py experiment=skip recipe=strong "${q[@]}" hydra.run.dir=/tmp/smoke_strong > "$out/smoke.log" 2>&1 \
+      && timeout 150 $PY sweep.py name=smoke experiments=[baseline_64,inception] seeds=[0] jobs=2 wandb_report=false "${q[@]}" \
+      >> "$out/smoke.log" 2>&1
+    rc=$?; grep -v -i warn "$out/smoke.log" | tail -n 25; echo "smoke exit $rc"; exit $rc
+    ;;
+  study)
+    t0=$(date +%s)
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # 24 processes share 16 cores; the data and augmentation are on the GPU
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BLOODCLS_COMMIT:-unknown}")
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+    [ -f ~/.medmnist/bloodmnist_128.npz ] || $PY ~/pbc/make_bloodmnist.py --pack ~/pbc --root ~/.medmnist --sizes 64 128 \
+      > "$out/data.log" 2>&1 || { tail "$out/data.log"; exit 1; }
+    md5sum ~/.medmnist/bloodmnist_64.npz ~/.medmnist/bloodmnist_128.npz > "$out/data_md5.txt" 2>/dev/null
+    mps=off; command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d && mps=on && sleep 1
+    budget=$(( ${BUDGET_S:-480} - ($(date +%s) - t0) ))
+    echo "data ready after $(( $(date +%s) - t0 )) s; MPS $mps; training budget $budget s" | tee "$out/walltimes.txt"
+    common=(trainer=${TRAINER:-gpu} logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false)
+    start=$(date +%s)
+    timeout -s INT -k 30 $budget $PY sweep.py name=gpu11_study recipe=study seeds=[0,1,2] jobs=${STUDY_JOBS:-21} \
+      wandb_report=false "${common[@]}" "$@" > "$out/study.log" 2>&1 &
+    timeout -s INT -k 30 $budget $PY train.py -m experiment=skip recipe=strong seed=0,1,2 "${common[@]}" "$@" \
+      hydra/launcher=joblib hydra.launcher.n_jobs=3 hydra.sweep.dir=outputs/gpu11/strong > "$out/strong.log" 2>&1 &
+    wait
+    echo "training wall (both groups at once): $(( $(date +%s) - start )) s" | tee -a "$out/walltimes.txt"
+    [ $mps = on ] && echo quit | nvidia-cuda-mps-control
+    $PY sweep.py report_only=true dir=outputs/sweeps/gpu11_study wandb_report=false > /dev/null 2>&1
+    cp outputs/sweeps/gpu11_study/report.md "$out/study_report.md"
+    $PY -m bloodcls.ablation outputs/gpu11 outputs/sweeps/gpu11_study --json "$out/groups.json" > "$out/groups.md"
+    { echo "# GPU evidence: $gpu, commit $commit, $(date -u "+%Y-%m-%d %H:%M") UTC, MPS $mps"; echo;
+      cat "$out/walltimes.txt"; echo; echo "## recipe=study, seven experiments x seeds 0-2"; echo;
+      first_table "$out/study_report.md"; echo; echo "## experiment x recipe"; echo; cat "$out/groups.md"; } > "$out/readme_gpu.md"
+    tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' outputs/gpu11 outputs/sweeps/gpu11_study
+    cat "$out/readme_gpu.md"; tail -n 3 "$out/strong.log" "$out/study.log"
+    echo "total $(( $(date +%s) - t0 )) s"
     ;;
   speed)
     # Dry run on a CPU with synthetic files: TRAINER=cpu BENCH_ARGS="data.root=..." ... speed <out> data.root=...
