@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from bloodcls.analysis.sweep import main
 from bloodcls.errors import report_user_errors
-from bloodcls.sweeping import main
 
 
 @report_user_errors

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from bloodcls.config import CONFIG_DIR, register_resolvers, route_library_logs
 from bloodcls.errors import report_user_errors
-from bloodcls.resume import resume_argv
+from bloodcls.runs.resume import resume_argv
 
 register_resolvers()
 

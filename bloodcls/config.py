@@ -57,15 +57,15 @@ def register_resolvers() -> None:
     """
     if not OmegaConf.has_resolver("uid"):
         OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
-    # resume=<run>: Hydra writes into the run's own folder and keeps its original .hydra/ (bloodcls.resume,
+    # resume=<run>: Hydra writes into the run's own folder and keeps its original .hydra/ (bloodcls.runs.resume,
     # imported when first resolved: it pulls in Lightning).
     def resume_dir(resume, default):
-        from bloodcls.resume import resume_dir
+        from bloodcls.runs.resume import resume_dir
 
         return resume_dir(resume, default)
 
     def hydra_subdir(resume, stamp):
-        from bloodcls.resume import hydra_subdir
+        from bloodcls.runs.resume import hydra_subdir
 
         return hydra_subdir(resume, stamp)
 

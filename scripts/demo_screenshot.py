@@ -1,4 +1,4 @@
-"""Screenshot of the demo page for the README: start `bloodcls.demo`, upload an image in headless Chromium.
+"""Screenshot of the demo page for the README: start `bloodcls.inference.demo`, upload an image in headless Chromium.
 
     python scripts/demo_screenshot.py <run folder or .ckpt> <image> <out.png> [--tta]
     python scripts/demo_screenshot.py <run folder or .ckpt> --draw-cell <out.png>   # a drawn, non-PBC cell

@@ -46,7 +46,8 @@ FAST = [
 # (reseeded per epoch), shuffling, Adam, EarlyStopping, and a plateau scheduler that halves the LR
 # after every epoch (threshold 10: no epoch counts as an improvement), so a lost scheduler step shows.
 DETERMINISTIC_RUN = ["model=unet", "data.img_size=28", "data.augment=true", "trainer.max_epochs=2", "logger=csv",
-                     "trainer.deterministic=true", "model.scheduler.patience=0", "model.scheduler.threshold=10", *FAST]
+                     "trainer.deterministic=true", "model.scheduler.patience=0", "model.scheduler.threshold=10",
+                     "model.scheduler.threshold_mode=rel", *FAST]
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,13 @@ import pickle
 import pytest
 import torch
 
-from bloodcls.checkpoint import CheckpointError, UnsafeCheckpointError, load_trained, read_checkpoint
-from bloodcls.module import BloodCellClassifier
+from bloodcls.inference.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_trained,
+    read_checkpoint,
+)
+from bloodcls.training.module import BloodCellClassifier
 
 
 class MakesAFile:
@@ -82,7 +87,7 @@ def test_a_foreign_or_altered_checkpoint_is_named_as_such(trained_checkpoint, tm
 
 def test_predict_export_and_resume_all_refuse_it(trained_checkpoint, tmp_path, capsys):
     from bloodcls import export, predict
-    from bloodcls.resume import start_or_resume
+    from bloodcls.runs.resume import start_or_resume
 
     marker = tmp_path / "code_ran"
     run = tmp_path / "run"

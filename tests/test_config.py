@@ -31,7 +31,7 @@ def test_every_experiment_composes_as_the_study_ran_it(experiment, tmp_path):
 @pytest.mark.parametrize("model", ["baseline", "unet", "inception", "skip", "hybrid"])
 def test_model_group(model, tmp_path):
     cfg = compose_train([f"model={model}"], output_dir=tmp_path)
-    assert cfg.model.name == model and cfg.model._target_ == "bloodcls.module.BloodCellClassifier"
+    assert cfg.model.name == model and cfg.model._target_ == "bloodcls.training.module.BloodCellClassifier"
 
 
 def test_run_folders_never_collide():

@@ -1,4 +1,4 @@
-"""The browser demo: the page shows what `bloodcls.predict --json` computes, bad files get a message in the page
+"""The browser demo: the page shows what `bloodcls.inference.predict --json` computes, bad files get a message in the page
 and the server lives on; driven through its HTTP API and in headless Chromium (Debian's, via Playwright)."""
 
 import json
@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcls.demo import PREDICTED, analyse, load_demo_model, main, model_facts, probability_table
+from bloodcls.demo import main
 from bloodcls.errors import UserError
-from bloodcls.images import ImageError
-from bloodcls.predict import classify
+from bloodcls.inference.demo import PREDICTED, analyse, load_demo_model, model_facts, probability_table
+from bloodcls.inference.images import ImageError
+from bloodcls.inference.predict import classify
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO
 
@@ -184,7 +185,7 @@ def test_in_a_headless_browser(server, reference_run, cell_image, images, tmp_pa
 
 
 def test_the_map_layer_is_found_once_per_model(reference_run, images, monkeypatch):
-    from bloodcls import demo
+    from bloodcls.inference import demo
 
     calls = []
     real = demo.cam_layer

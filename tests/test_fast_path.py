@@ -8,7 +8,7 @@ import torch
 
 from bloodcls.bench import main as bench_main
 from bloodcls.data import BloodMNISTDataModule
-from bloodcls.module import BloodCellClassifier
+from bloodcls.training.module import BloodCellClassifier
 
 
 class Recorder(BloodCellClassifier):
@@ -154,7 +154,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(synthetic_root, monk
 
 
 def test_scores_and_predictions_leave_the_module_through_a_callback(synthetic_root):
-    from bloodcls.callbacks import EvalResults
+    from bloodcls.training.callbacks import EvalResults
 
     outcome = EvalResults()
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, eval_batch_size=7)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bloodcls.metrics import classification_metrics, flatten_scores
+from bloodcls.training.metrics import classification_metrics, flatten_scores
 
 NAMES = [f"c{i}" for i in range(8)]
 
@@ -28,7 +28,7 @@ def test_scores_on_a_hand_made_case():
 
 
 def test_weighted_mean_weights_batches_by_size():
-    from bloodcls.metrics import WeightedMean
+    from bloodcls.training.metrics import WeightedMean
 
     m = WeightedMean()
     m.update(torch.tensor(0.5), weight=16)

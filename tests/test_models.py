@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from bloodcls import study
+from bloodcls.analysis import study
 from bloodcls.errors import UserError
 from bloodcls.models import build_model, list_models, model_names, model_spec, register_model
-from bloodcls.profiling import operation_counts, parameter_counts
+from bloodcls.models.profiling import operation_counts, parameter_counts
 
-# Every study row of every registered model: (model, experiment, the study's figures from bloodcls.study)
+# Every study row of every registered model: (model, experiment, the study's figures from bloodcls.analysis.study)
 STUDY_ROWS = [(name, exp, row) for name in list_models() for exp, row in model_spec(name).study.items()]
 
 

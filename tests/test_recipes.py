@@ -13,16 +13,16 @@ import torch
 from torch import nn
 
 from bloodcls.ablation import main as ablation_main
-from bloodcls.checkpoint import load_trained, read_checkpoint
+from bloodcls.analysis.report import build_report
+from bloodcls.analysis.report_markdown import markdown
 from bloodcls.data import DataError
 from bloodcls.errors import UserError
-from bloodcls.export import export
+from bloodcls.inference.checkpoint import load_trained, read_checkpoint
+from bloodcls.inference.export import export
+from bloodcls.inference.predict import predict_proba
+from bloodcls.inference.tta import eight_views, tta_proba
 from bloodcls.models import build_model
-from bloodcls.predict import predict_proba
-from bloodcls.report import build_report
-from bloodcls.report_markdown import markdown
 from bloodcls.training import train
-from bloodcls.tta import eight_views, tta_proba
 from tests.conftest import FAST
 from tests.helpers import compose_train
 

@@ -14,10 +14,10 @@ import torch
 from omegaconf import OmegaConf
 
 from bloodcls.errors import UserError
-from bloodcls.module import NonFiniteLossError
-from bloodcls.resume import ResumeError, resume_argv
-from bloodcls.status import STATUS_FILE
+from bloodcls.runs.resume import ResumeError, resume_argv
+from bloodcls.runs.status import STATUS_FILE
 from bloodcls.training import train
+from bloodcls.training.module import NonFiniteLossError
 from tests.conftest import DETERMINISTIC_RUN, FAST
 from tests.helpers import REPO, compose_train, run_cli
 
@@ -245,8 +245,8 @@ def test_only_rank_zero_keeps_the_records(tmp_path, monkeypatch):
     """The extra processes of a DDP run join rank 0's folder: no overwrite refusal, no status writes."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from bloodcls.resume import start_or_resume
-    from bloodcls.status import record_run
+    from bloodcls.runs.resume import start_or_resume
+    from bloodcls.runs.status import record_run
 
     used, fresh = tmp_path / "used", tmp_path / "fresh"
     used.mkdir()

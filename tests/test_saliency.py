@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 from bloodcls.models import build_model
-from bloodcls.saliency import cam_layer, overlay, saliency_map
 
 
 @pytest.mark.parametrize(("name", "arch", "size"), [

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bloodcls.analysis.report import build_report
+from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.analysis.sweep import main as sweep_main
+from bloodcls.analysis.sweep import parse_args
 from bloodcls.data import CLASS_NAMES
-from bloodcls.report import build_report
-from bloodcls.stats import mcnemar, mean_std, paired_t_test
-from bloodcls.sweeping import main as sweep_main
-from bloodcls.sweeping import parse_args
 from tests.conftest import FAST
 from tests.helpers import run_cli
 
@@ -232,7 +232,7 @@ def test_a_timm_backbone_is_ranked_beside_the_study_rows(tmp_path):
 
 
 def test_jobs_share_the_gpu_through_joblib():
-    from bloodcls.sweeping import train_command
+    from bloodcls.analysis.sweep import train_command
 
     def launcher(args):
         settings, overrides = parse_args(args)

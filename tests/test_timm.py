@@ -10,10 +10,10 @@ import timm
 import torch
 from PIL import Image
 
-from bloodcls.checkpoint import load_trained
 from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.models import build_from_hparams, build_model, timm_backbone
-from bloodcls.profiling import efficiency, parameter_counts
+from bloodcls.models.profiling import efficiency, parameter_counts
 from tests.conftest import FAST
 from tests.helpers import compose_train
 

@@ -54,7 +54,7 @@ def test_short_run_learns_and_reports(trained):
 
 def test_test_split_scored_with_best_checkpoint(trained, synthetic_root):
     out, results = trained
-    from bloodcls.module import BloodCellClassifier
+    from bloodcls.training.module import BloodCellClassifier
 
     model = BloodCellClassifier.load_from_checkpoint(out / "checkpoints" / "best.ckpt", map_location="cpu").eval()
     from bloodcls.data import BloodMNISTDataModule
@@ -83,7 +83,7 @@ def test_wandb_offline_run_keeps_summary(synthetic_root, tmp_path, monkeypatch):
         time.sleep(0.5)
     blob = log_file.read_bytes()
     for key in ("test/acc", "test/f1/monocyte", "efficiency/params_trainable", "efficiency/macs",
-                "test/confusion_matrix_table", "pytest-group", "bloodcls.module.BloodCellClassifier"):
+                "test/confusion_matrix_table", "pytest-group", "bloodcls.training.module.BloodCellClassifier"):
         assert key.encode() in blob, key
     assert results["summary"]["efficiency/params_trainable"] == 36_828
     assert results["wandb"]["id"] == runs[0].name.rsplit("-", 1)[-1]

@@ -27,7 +27,7 @@ from bloodcls.data.files import (
 )
 from bloodcls.data.loaders import ArrayDataset, ShardSampler, TensorBatches
 from bloodcls.errors import DataError
-from bloodcls.images import to_float_images
+from bloodcls.inference.images import to_float_images
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ class ModelSpec:
 
     @property
     def study(self) -> dict[str, dict[str, Any]]:
-        """Per study row: input size, parameter counts, memory, MACs, accuracy and more (bloodcls.study)."""
-        from bloodcls import study
+        """Per study row: input size, parameter counts, memory, MACs, accuracy and more (bloodcls.analysis.study)."""
+        from bloodcls.analysis import study
 
         return {e: {**study.COUNTS[e], **study.PERFORMANCE[e]} for e in self.experiments}
 

@@ -16,7 +16,7 @@ from bloodcls.robustness.runs import load_model, load_split
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import CHUNK, EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FILE, evaluate
 from bloodcls.robustness.tables import summary_table
-from bloodcls.rundir import find_checkpoints
+from bloodcls.runs.rundir import find_checkpoints
 
 __all__ = ["CHUNK", "EXAMPLES_FILE", "JSON_FILE", "OUT_DIR", "PNG_FILE", "SEVERITIES", "SHIFTS", "evaluate",
            "find_checkpoints", "load_model", "load_split", "main", "plot", "plot_examples", "score_run", "summary_table"]

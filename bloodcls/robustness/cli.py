@@ -16,7 +16,7 @@ from bloodcls.robustness.runs import _run_results, load_model, load_split
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FILE, evaluate
 from bloodcls.robustness.tables import summary_table
-from bloodcls.rundir import find_checkpoints, read_json, write_json
+from bloodcls.runs.rundir import find_checkpoints, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
               cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, Path]]) -> dict[str, Any]:
     """Score one checkpoint and write its JSON and PNG into ``out``."""
-    from bloodcls.environment import environment
+    from bloodcls.runs.environment import environment
 
     net, hparams = load_model(ckpt)
     img_size = int(hparams.get("img_size", 128))

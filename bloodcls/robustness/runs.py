@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bloodcls.rundir import RESULTS_FILE, read_json
+from bloodcls.runs.rundir import RESULTS_FILE, read_json
 
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network of a training checkpoint (weights only, never unpickled code) and its hyper-parameters."""
-    from bloodcls.checkpoint import load_trained
+    from bloodcls.inference.checkpoint import load_trained
 
     trained = load_trained(checkpoint)
     return trained.net.eval(), dict(trained.hparams)

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from bloodcls.environment import resolve_device
 from bloodcls.errors import UserError
-from bloodcls.images import to_float_images
+from bloodcls.inference.images import to_float_images
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
+from bloodcls.runs.environment import resolve_device
 
 CHUNK = 512  # images shifted together with one generator (fixed, so results do not depend on batch_size)
 OUT_DIR = "robustness"

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from bloodcls import study
+from bloodcls.analysis import study
+from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
-from bloodcls.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
-from bloodcls.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.runs.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from bloodcls.callbacks import EvalResults
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
-from bloodcls.metrics import WeightedMean, classification_metrics, flatten_scores
+from bloodcls.inference.tta import tta_proba
 from bloodcls.models import build_from_hparams
-from bloodcls.tta import tta_proba
+from bloodcls.training.callbacks import EvalResults
+from bloodcls.training.metrics import WeightedMean, classification_metrics, flatten_scores
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class BloodCellClassifier(L.LightningModule):
         self.publish("test", predictions=preds.cpu().tolist())
 
     def publish(self, stage: str, **outcome) -> None:
-        """Hand an evaluation's outcome to the trainer's :class:`~bloodcls.callbacks.EvalResults` callbacks."""
+        """Hand an evaluation's outcome to the trainer's :class:`~bloodcls.training.callbacks.EvalResults` callbacks."""
         for callback in self.trainer.callbacks:
             if isinstance(callback, EvalResults):
                 callback.record(stage, **outcome)

@@ -1,7 +1,7 @@
 """What a run folder holds, by name, and the two ways it is read and written (one home for both).
 
-    <run>/results.json        scores, efficiency, history, environment (bloodcls.training)
-    <run>/status.json         running / completed / failed / interrupted (bloodcls.status)
+    <run>/results.json        scores, efficiency, history, environment (bloodcls.training.fit)
+    <run>/status.json         running / completed / failed / interrupted (bloodcls.runs.status)
     <run>/checkpoints/        best.ckpt (scored), last.ckpt (resume)
     <run>/robustness/         the shift suite's robustness.json and figures (bloodcls.robustness)
     <run>/.hydra/             the composed config and overrides (Hydra)

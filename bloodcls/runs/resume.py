@@ -12,7 +12,7 @@ What is restored, and from where:
 
 Lightning saves ``last.ckpt`` at the end of each training epoch, before it steps a
 ReduceLROnPlateau scheduler for that epoch, and on resume neither replays that step nor honours an
-early stop already decided; :class:`bloodcls.callbacks.ResumeLikeUninterrupted` does both, so a
+early stop already decided; :class:`bloodcls.training.callbacks.ResumeLikeUninterrupted` does both, so a
 resumed run continues exactly as the uninterrupted one.
 
 Kept free of Lightning imports at module level: ``train.py`` calls :func:`resume_argv` before Hydra starts.
@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 
 from bloodcls.config import override_key
 from bloodcls.errors import UserError
-from bloodcls.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
-from bloodcls.status import COMPLETED, is_rank_zero, read_status, still_running
+from bloodcls.runs.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
+from bloodcls.runs.status import COMPLETED, is_rank_zero, read_status, still_running
 
 LAST = LAST_CKPT
 HYDRA_SUBDIR = ".hydra"
@@ -97,7 +97,7 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
 
 def check_checkpoint(target: ResumeTarget) -> dict[str, Any]:
     """Load the checkpoint weights-only before Lightning does: refuse crafted or broken files clearly."""
-    from bloodcls.checkpoint import read_checkpoint
+    from bloodcls.inference.checkpoint import read_checkpoint
 
     contents = read_checkpoint(target.checkpoint)
     if "optimizer_states" not in contents or "loops" not in contents:

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bloodcls.analysis.report import Report, Run  # noqa: E402
 from bloodcls.data import CLASS_NAMES  # noqa: E402
-from bloodcls.report import Report, Run  # noqa: E402
 
 log = logging.getLogger(__name__)
 

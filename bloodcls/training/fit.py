@@ -16,16 +16,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcls.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.config import instantiate
-from bloodcls.environment import environment
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
-from bloodcls.profiling import efficiency
-from bloodcls.resume import keep_csv_history, start_or_resume
-from bloodcls.rundir import RESULTS_FILE, write_json
+from bloodcls.models.profiling import efficiency
+from bloodcls.runs.environment import environment
+from bloodcls.runs.resume import keep_csv_history, start_or_resume
+from bloodcls.runs.rundir import RESULTS_FILE, write_json
+from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
-from bloodcls.status import RunRecord, record_run
+from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> dict[str, Any]:
     """Fit, test the best checkpoint once, and write ``results.json``; returns the results.
 
-    ``status.json`` records how the run ended (:mod:`bloodcls.status`); ``cfg.resume`` continues an
-    interrupted run in its own folder (:mod:`bloodcls.resume`).
+    ``status.json`` records how the run ended (:mod:`bloodcls.runs.status`); ``cfg.resume`` continues an
+    interrupted run in its own folder (:mod:`bloodcls.runs.resume`).
     """
     check_config(cfg)  # wrong types and out-of-range values stop here, before any folder or file is touched
     output_dir = Path(output_dir)

@@ -1,5 +1,5 @@
 """The sweep report as files: ``report.md`` (the study's tables beside ours, significance, provenance) and
-the CSV tables, from a :class:`~bloodcls.report.Report`."""
+the CSV tables, from a :class:`~bloodcls.analysis.report.Report`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import csv
 import json
 from pathlib import Path
 
-from bloodcls import study
+from bloodcls.analysis import study
+from bloodcls.analysis.markdown import md_table
+from bloodcls.analysis.report import Report, _num
 from bloodcls.data import CLASS_NAMES
-from bloodcls.markdown import md_table
-from bloodcls.report import Report, _num
 
 
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:

@@ -23,15 +23,15 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from bloodcls.analysis.report import PLAN_FILE, build_report
+from bloodcls.analysis.report_markdown import markdown, write_tables
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
-from bloodcls.report import PLAN_FILE, build_report
-from bloodcls.report_markdown import markdown, write_tables
-from bloodcls.rundir import RESULTS_FILE
+from bloodcls.runs.rundir import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs")
 # jobs=auto with trainer=gpu: this many training processes share the one GPU at most (each holds its data
 # on the device, ~1 GB at 128 px); the study's models are too small to fill an H100/H200 alone.
@@ -110,7 +110,7 @@ def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -
         f"experiment={','.join(exps)}", f"seed={','.join(str(s) for s in seeds)}",
         f"hydra.sweep.dir={sweep_dir / 'runs'}",
         f"group={sweep_dir.name}",
-        "+hydra.callbacks.progress._target_=bloodcls.progress.SweepProgress",
+        "+hydra.callbacks.progress._target_=bloodcls.analysis.progress.SweepProgress",
         f"+hydra.callbacks.progress.total={total}",
         f"+hydra.callbacks.progress.started={time.time():.3f}",
         *launcher_overrides(settings, overrides),
@@ -202,7 +202,7 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
         return None
     import wandb
 
-    from bloodcls.loggers import resolve_wandb_mode
+    from bloodcls.training.loggers import resolve_wandb_mode
 
     mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
     run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
@@ -222,7 +222,7 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
 
 
 def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:
-    from bloodcls.figures import write_figures
+    from bloodcls.analysis.figures import write_figures
 
     rep = build_report(sweep_dir)
     write_tables(rep, sweep_dir)

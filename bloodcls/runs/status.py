@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcls.errors import UserError
-from bloodcls.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
+from bloodcls.runs.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,61 @@
+"""Runs grouped by experiment and recipe: the README's ablation table, from any folders of runs.
+
+    python -m bloodcls.ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
+
+Every folder below the given ones that holds a ``results.json`` is a run; runs are grouped by
+(experiment, recipe) — ``recipe=keras +ablation=init`` is recorded as ``keras+init`` — and each group
+gets the test accuracy and macro-F1 as mean ± sample std over its seeds, plus epochs run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bloodcls.analysis.markdown import md_table
+from bloodcls.analysis.report import read_run, recipe_of
+from bloodcls.analysis.stats import format_mean_std
+from bloodcls.runs.rundir import RESULTS_FILE
+
+
+def find_runs(folders: list[Path]) -> list[Any]:
+    """Every completed run (a folder with ``results.json``) under ``folders``, each once."""
+    seen, runs = set(), []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(RESULTS_FILE)):
+            run = read_run(path.parent)
+            if run.ok and path.parent.resolve() not in seen:
+                seen.add(path.parent.resolve())
+                runs.append(run)
+    return runs
+
+
+def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for run in runs:
+        groups[(str(run.experiment), recipe_of(run.results))].append(run)
+    rows = []
+    for (experiment, recipe), members in sorted(groups.items()):
+        members.sort(key=lambda r: r.seed if r.seed is not None else -1)
+        tta = [100 * r.results["test_tta"]["acc"] for r in members if (r.results.get("test_tta") or {}).get("acc")]
+        rows.append({
+            "experiment": experiment, "recipe": recipe, "runs": len(members),
+            "seeds": [r.seed for r in members],
+            "acc": [100 * r.results["test"]["acc"] for r in members],
+            "f1": [100 * r.results["test"]["f1"] for r in members],
+            "tta_acc": tta,
+            "epochs": [r.results["efficiency"]["epochs_run"] for r in members],
+            "devices": sorted({r.results.get("environment", {}).get("device", "?") for r in members}),
+            "commits": sorted({r.results.get("environment", {}).get("commit", "?") for r in members}),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    body = [[r["experiment"], f"`{r['recipe']}`", ",".join(str(s) for s in r["seeds"]), format_mean_std(r["acc"]),
+             " / ".join(f"{a:.1f}" for a in r["acc"]), format_mean_std(r["f1"]), format_mean_std(r["tta_acc"]),
+             format_mean_std([float(e) for e in r["epochs"]])] for r in rows]
+    header = ["experiment", "recipe", "seeds", "test acc (%)", "per seed", "macro F1 (×100)", "TTA x8 acc (%)",
+              "epochs"]
+    return "\n".join(md_table(header, body))

@@ -1,0 +1,243 @@
+"""Benchmark the plain DataLoader path against the fast path, same model and batch size, one process.
+
+    python -m bloodcls.bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
+                             [--json bench.json] [hydra overrides ...]
+
+(a) plain: torch DataLoader over the arrays, per-sample torchvision v2 transforms in ``--workers``
+    worker processes, fp32, NCHW, host-to-device copy of every batch;
+(b) fast:  the whole dataset resident on the device, batches as index slices, batched augmentation
+    on the device; on CUDA also bf16 autocast, channels_last and fused Adam (``trainer=gpu``).
+
+Both paths run the same training step (forward, class-weighted cross-entropy, backward, Adam) in a
+plain loop, so the numbers are the data path and numerics, not Lightning's bookkeeping; the timed
+sweep (README) gives the end-to-end figure. Warm-up steps are excluded; each figure is the median
+of ``--reps`` repetitions. Training FLOPs per image are taken as 3x the forward FLOPs (6 x MACs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import hydra
+import torch
+import torch.nn.functional as F
+
+from bloodcls.analysis.markdown import md_table
+from bloodcls.models.profiling import operation_counts
+
+# Dense bf16 tensor-core peaks from vendor datasheets (TFLOP/s); only a reference line.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0,
+                    "T4": 65.0, "V100": 125.0}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    for key, value in BF16_PEAK_TFLOPS.items():
+        if key in device_name:
+            return value
+    return None
+
+
+@dataclass
+class PathResult:
+    path: str
+    train_images_per_s: float
+    epoch_s: float
+    epoch_measured: bool
+    infer_images_per_s: float
+    train_tflops: float
+    infer_tflops: float
+    settings: dict = field(default_factory=dict)
+    reps_train_images_per_s: list[float] = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _batches(loader, limit: int | None) -> Iterator:
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            return
+        yield batch
+
+
+def _compose(overrides: list[str]):
+    from bloodcls.config import compose_config
+
+    return compose_config([*overrides, "paths.output_dir=/tmp/bloodcls-bench"])
+
+
+class PathRunner:
+    """One configuration of the data path and numerics, ready to time training and inference."""
+
+    def __init__(self, cfg, device: torch.device, *, fast: bool, workers: int, steps: int | None, bf16: bool,
+                 channels_last: bool, compile: bool | str) -> None:
+        from bloodcls.data import BloodMNISTDataModule
+
+        data_kw = dict(cfg.data)
+        data_kw.pop("_target_", None)
+        data_kw.update(loader="tensor" if fast else "torch", num_workers=0 if fast else workers,
+                       on_device="true" if fast and device.type == "cuda" else "false", channels_last=channels_last)
+        dm = BloodMNISTDataModule(**data_kw)
+        dm.setup()  # the file is read and hashed once per process (bloodcls.data.load_cached); on_device moves it
+        torch.manual_seed(0)
+        self.module = hydra.utils.instantiate(cfg.model, channels_last=channels_last, compile=compile).to(device)
+        captured = self.module.compile_for(device) if compile == "graphs" else False
+        opt_kw = {"fused": True} if fast and device.type == "cuda" else {}
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=float(cfg.model.optimizer.lr), **opt_kw)
+        self.dm, self.device, self.steps, self.bf16 = dm, device, steps, bf16
+        self.weight = dm.class_weights.to(device)
+        self.n_train = len(dm.splits["train"][1])
+        self.train_loader, self.test_loader = dm.train_dataloader(), dm.test_dataloader()
+        # On the CPU a full test pass is minutes: time a few eval batches there.
+        self.infer_steps = None if steps is None else max(1, steps // 4)
+        self.settings = {"bf16": bf16, "channels_last": channels_last, "compile": compile, "cuda_graphs": captured,
+                         "workers": 0 if fast else workers, "on_device": fast and device.type == "cuda"}
+
+    def train_once(self, limit: int | None) -> tuple[int, float]:
+        module, device = self.module, self.device
+        module.train()
+        _sync(device)
+        t0, seen = time.perf_counter(), 0
+        for x, y in _batches(self.train_loader, limit):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = self.dm.prepare_batch(x, train=True)
+            with _autocast(device, self.bf16):
+                logits = module(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            seen += len(y)
+        _sync(device)
+        return seen, time.perf_counter() - t0
+
+    @torch.no_grad()
+    def infer_once(self) -> float:
+        self.module.eval()
+        _sync(self.device)
+        t0, seen = time.perf_counter(), 0
+        for x, y in _batches(self.test_loader, self.infer_steps):
+            x = self.dm.prepare_batch(x.to(self.device, non_blocking=True), train=False)
+            with _autocast(self.device, self.bf16):
+                self.module(x)
+            seen += len(y)
+        _sync(self.device)
+        return seen / (time.perf_counter() - t0)
+
+
+def time_paths(runners: dict[str, PathRunner], *, reps: int, warmup: int, macs: float) -> dict[str, PathResult]:
+    """Warm every runner up, then interleave their repetitions so background load hits all alike."""
+    for r in runners.values():
+        r.train_once(warmup)  # worker start-up, cuDNN autotuning, compilation
+        r.infer_once()
+    rates: dict[str, list[float]] = {k: [] for k in runners}
+    epochs: dict[str, list[float]] = {k: [] for k in runners}
+    infers: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(reps):
+        for name, r in runners.items():
+            seen, dt = r.train_once(r.steps)
+            rates[name].append(seen / dt)
+            epochs[name].append(dt if r.steps is None else r.n_train / (seen / dt))
+            infers[name].append(r.infer_once())
+    out = {}
+    for name, r in runners.items():
+        train_rate, infer = statistics.median(rates[name]), statistics.median(infers[name])
+        out[name] = PathResult(
+            path=name, train_images_per_s=train_rate, epoch_s=statistics.median(epochs[name]),
+            epoch_measured=r.steps is None, infer_images_per_s=infer,
+            train_tflops=train_rate * 6 * macs / 1e12, infer_tflops=infer * 2 * macs / 1e12,
+            settings=r.settings, reps_train_images_per_s=rates[name])
+    return out
+
+
+def augmentation_microbench(size: int, device: torch.device, batch: int = 64, reps: int = 20) -> dict[str, float]:
+    """ms per batch of the study's augmentation: our single grid_sample vs. kornia's three ops."""
+    from bloodcls.data.augmentation import GeometricAugment
+
+    x = torch.rand(batch, 3, size, size, device=device)
+    candidates = {"torch_grid_sample": GeometricAugment()}
+    try:
+        import kornia.augmentation as K
+
+        candidates["kornia"] = K.AugmentationSequential(
+            K.RandomRotation90(times=(0, 3), p=1.0), K.RandomHorizontalFlip(),
+            K.RandomResizedCrop((size, size), scale=(0.9, 1.0), ratio=(1.0, 1.0)))
+    except ImportError:
+        pass
+    out = {}
+    for name, aug in candidates.items():
+        aug(x)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            aug(x)
+        _sync(device)
+        out[name] = (time.perf_counter() - t0) / reps * 1e3
+    return out
+
+
+def bench_experiment(experiment: str, overrides: list[str], device: torch.device, args) -> dict:
+    cfg = _compose([f"experiment={experiment}", *overrides])
+    size = int(cfg.data.img_size)
+    from bloodcls.models import build_from_hparams
+
+    macs = operation_counts(build_from_hparams({**cfg.model, "img_size": size}, weights=False), size)["macs"]
+    cuda = device.type == "cuda"
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    common = dict(workers=args.workers, steps=args.steps)
+    variants = [("plain", dict(fast=False, bf16=False, channels_last=False, compile=False)),
+                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile)),
+                # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead"); eager on the CPU
+                ("fast_graphs", dict(fast=True, bf16=bf16_ok, channels_last=True, compile="graphs"))]
+    if args.ablate:
+        variants += [("fast_fp32", dict(fast=True, bf16=False, channels_last=True, compile=False)),
+                     ("fast_nchw", dict(fast=True, bf16=bf16_ok, channels_last=False, compile=False))]
+        if args.compile_ablate:
+            variants.append(("fast_compile", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=True)))
+    runners = {name: PathRunner(cfg, device, **kw, **common) for name, kw in variants}
+    timed = time_paths(runners, reps=args.reps, warmup=args.warmup, macs=macs)
+    results = {name: asdict(res) for name, res in timed.items()}
+    for name, res in timed.items():
+        print(f"  {experiment:13s} {name:13s} train {res.train_images_per_s:9.0f} img/s  "
+              f"epoch {res.epoch_s:7.2f} s{'' if res.epoch_measured else ' (est.)'}  "
+              f"infer {res.infer_images_per_s:9.0f} img/s", file=sys.stderr, flush=True)
+    plain, fast = results["plain"], results["fast"]
+    return {
+        "experiment": experiment, "model": cfg.model.name, "img_size": size, "batch_size": int(cfg.data.batch_size),
+        "macs": macs, "paths": results,
+        "speedup_train": fast["train_images_per_s"] / plain["train_images_per_s"],
+        "speedup_infer": fast["infer_images_per_s"] / plain["infer_images_per_s"],
+        "speedup_train_graphs": results["fast_graphs"]["train_images_per_s"] / plain["train_images_per_s"],
+        "augmentation_ms_per_batch": augmentation_microbench(size, device, int(cfg.data.batch_size)),
+    }
+
+
+def format_table(report: dict) -> str:
+    peak = report.get("peak_bf16_tflops")
+    header = ["experiment", "path", "train img/s", "epoch (s)", "infer img/s", "train TFLOP/s",
+              *(["% bf16 peak"] if peak else []), "speed-up"]
+    rows = []
+    for row in report["experiments"]:
+        for name, p in row["paths"].items():
+            speed = p["train_images_per_s"] / row["paths"]["plain"]["train_images_per_s"]
+            epoch = f"{p['epoch_s']:.2f}" + ("" if p["epoch_measured"] else " (est.)")
+            cells = [row["experiment"], name, f"{p['train_images_per_s']:,.0f}", epoch,
+                     f"{p['infer_images_per_s']:,.0f}", f"{p['train_tflops']:.2f}"]
+            if peak:
+                cells.append(f"{100 * p['train_tflops'] / peak:.1f}")
+            cells.append(f"{speed:.2f}x")
+            rows.append(cells)
+    return "\n".join(md_table(header, rows))
