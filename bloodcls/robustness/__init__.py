@@ -10,9 +10,9 @@ position in the split: shifts run on fixed chunks of :data:`CHUNK` images, each 
 generator, so the batch size and the device (CPU or GPU) do not change which images a model sees.
 """
 
-from bloodcls.robustness.cli import main, score_run
+from bloodcls.robustness.cli import main
 from bloodcls.robustness.plots import plot, plot_examples
-from bloodcls.robustness.runs import load_model, load_split
+from bloodcls.robustness.runs import load_model, load_split, score_run
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import CHUNK, EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FILE, evaluate
 from bloodcls.robustness.tables import summary_table

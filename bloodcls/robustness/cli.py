@@ -1,4 +1,7 @@
-"""Shift suite: how far trained classifiers fall under lab variability (python -m bloodcls.robustness)."""
+"""Shift suite: how far trained classifiers fall under lab variability (python -m bloodcls.robustness).
+
+Arguments only; scoring a run is :func:`bloodcls.robustness.runs.score_run`.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bloodcls.errors import report_user_errors
-from bloodcls.robustness.plots import plot, plot_examples
-from bloodcls.robustness.runs import _run_results, load_model, load_split
+from bloodcls.robustness.runs import reusable, score_run
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
-from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FILE, evaluate
+from bloodcls.robustness.suite import JSON_FILE, OUT_DIR
 from bloodcls.robustness.tables import summary_table
-from bloodcls.runs.rundir import find_checkpoints, read_json, write_json
+from bloodcls.runs.rundir import find_checkpoints
 
 log = logging.getLogger(__name__)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bloodcls.robustness", description=__doc__.split("\n\n")[0])
@@ -41,45 +42,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
-              cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, Path]]) -> dict[str, Any]:
-    """Score one checkpoint and write its JSON and PNG into ``out``."""
-    from bloodcls.runs.environment import environment
-
-    net, hparams = load_model(ckpt)
-    img_size = int(hparams.get("img_size", 128))
-    previous = _run_results(run)
-    root = args.data_root or (previous.get("config", {}).get("data", {}) or {}).get("root")
-    key = (str(root), img_size)
-    if key not in cache:
-        cache[key] = load_split(root, img_size, args.split, download=not args.no_download)
-    images, labels, data_path = cache[key]
-    shifts = args.shifts.split(",") if args.shifts else None
-    result = evaluate(net, images, labels, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                      shifts=shifts, severities=args.severities, num_classes=int(hparams.get("num_classes", 8)))
-    payload = {
-        **result,
-        "run": str(run),
-        "checkpoint": str(ckpt),
-        "experiment": previous.get("experiment"),
-        "recipe": previous.get("recipe"),
-        "model": hparams.get("name"),
-        "train_seed": previous.get("seed"),
-        "augment": previous.get("augment"),
-        "results_json_test_acc": previous.get("test", {}).get("acc") if args.split == "test" else None,
-        "data": {"path": str(data_path), "split": args.split},
-        "environment": environment(result["device"]),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / JSON_FILE, payload)
-    name = previous.get("run_name") or run.name
-    if args.examples:
-        plot_examples(images[0], out / EXAMPLES_FILE, seed=args.seed)
-    plot(result, out / PNG_FILE, title=f"{name}: clean {100 * result['clean_acc']:.1f} %, "
-                                        f"mean under shift {100 * result['mean_acc']:.1f} %")
-    return payload
-
-
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parser().parse_args(argv)
@@ -92,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             out = Path(args.out) / run.name if len(runs) > 1 else Path(args.out)
         else:
             out = run / OUT_DIR
-        payload = _reusable(out / JSON_FILE, ckpt, args) if args.reuse else None
+        payload = reusable(out / JSON_FILE, ckpt, args) if args.reuse else None
         if payload is None:
             payload = score_run(run, ckpt, out, args, cache)
         payloads.append(payload)
@@ -103,14 +65,3 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.table:
         print(summary_table(payloads))
     return payloads
-
-
-def _reusable(path: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any] | None:
-    payload = read_json(path)
-    if payload is None:
-        return None
-    wanted = args.shifts.split(",") if args.shifts else list(SHIFTS)
-    same = (payload.get("checkpoint") == str(ckpt) and payload.get("seed") == args.seed
-            and payload.get("data", {}).get("split") == args.split and list(payload.get("shifts", {})) == wanted
-            and payload.get("severities") == list(args.severities))
-    return payload if same else None

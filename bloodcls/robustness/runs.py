@@ -1,14 +1,18 @@
-"""The shift suite's inputs: a run's network, its results, and a split of the data file."""
+"""A run under the shift suite: its network, results and data split in, its record and plot out."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bloodcls.runs.rundir import RESULTS_FILE, read_json
+from bloodcls.robustness.plots import plot, plot_examples
+from bloodcls.robustness.shifts import SHIFTS
+from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, PNG_FILE, evaluate
+from bloodcls.runs.rundir import RESULTS_FILE, read_json, write_json
 
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -31,3 +35,59 @@ def load_split(root: str | Path | None, img_size: int, split: str = "test",
     path = ensure_file(root or default_root(), img_size, download)
     images, labels = load_npz(path, img_size)[split]
     return torch.from_numpy(images), torch.from_numpy(labels), path
+
+
+def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
+              cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, Path]]) -> dict[str, Any]:
+    """Score one checkpoint and write its JSON and PNG into ``out``.
+
+    ``args`` holds the suite's options as ``python -m bloodcls.robustness`` parses them (data_root,
+    split, seed, batch_size, device, shifts, severities, no_download, examples); ``cache`` keeps loaded
+    splits between runs of the same data file and size.
+    """
+    from bloodcls.runs.environment import environment
+
+    net, hparams = load_model(ckpt)
+    img_size = int(hparams.get("img_size", 128))
+    previous = _run_results(run)
+    root = args.data_root or (previous.get("config", {}).get("data", {}) or {}).get("root")
+    key = (str(root), img_size)
+    if key not in cache:
+        cache[key] = load_split(root, img_size, args.split, download=not args.no_download)
+    images, labels, data_path = cache[key]
+    shifts = args.shifts.split(",") if args.shifts else None
+    result = evaluate(net, images, labels, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                      shifts=shifts, severities=args.severities, num_classes=int(hparams.get("num_classes", 8)))
+    payload = {
+        **result,
+        "run": str(run),
+        "checkpoint": str(ckpt),
+        "experiment": previous.get("experiment"),
+        "recipe": previous.get("recipe"),
+        "model": hparams.get("name"),
+        "train_seed": previous.get("seed"),
+        "augment": previous.get("augment"),
+        "results_json_test_acc": previous.get("test", {}).get("acc") if args.split == "test" else None,
+        "data": {"path": str(data_path), "split": args.split},
+        "environment": environment(result["device"]),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / JSON_FILE, payload)
+    name = previous.get("run_name") or run.name
+    if args.examples:
+        plot_examples(images[0], out / EXAMPLES_FILE, seed=args.seed)
+    plot(result, out / PNG_FILE, title=f"{name}: clean {100 * result['clean_acc']:.1f} %, "
+                                        f"mean under shift {100 * result['mean_acc']:.1f} %")
+    return payload
+
+
+def reusable(path: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The suite record at ``path`` if it scored this checkpoint with the same options, else None."""
+    payload = read_json(path)
+    if payload is None:
+        return None
+    wanted = args.shifts.split(",") if args.shifts else list(SHIFTS)
+    same = (payload.get("checkpoint") == str(ckpt) and payload.get("seed") == args.seed
+            and payload.get("data", {}).get("split") == args.split and list(payload.get("shifts", {})) == wanted
+            and payload.get("severities") == list(args.severities))
+    return payload if same else None
