@@ -1,0 +1,56 @@
+"""Precise BatchNorm statistics (bloodcls.training.batchnorm, +ablation=precise_bn)."""
+
+import pytest
+import torch
+from torch import nn
+
+from bloodcls.data import BloodMNISTDataModule
+from bloodcls.inference.checkpoint import load_trained
+from bloodcls.runs.rundir import run_checkpoint
+from bloodcls.training import train
+from bloodcls.training.batchnorm import recompute_batchnorm
+from tests.conftest import FAST
+from tests.helpers import compose_train
+
+
+def _norms(net: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_recompute_gives_the_exact_average_with_dropout_off_and_restores_the_network():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 1)
+    net = nn.Sequential(conv, nn.Dropout(0.5), nn.BatchNorm2d(4, momentum=0.01)).train()
+    batches = [torch.randn(8, 3, 5, 5) * (k + 1) + k for k in range(3)]
+    with torch.no_grad():
+        feats = [conv(x) for x in batches]  # what the BatchNorm sees with dropout off
+    mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.transpose(0, 1).reshape(4, -1).var(dim=1, unbiased=True) for f in feats]).mean(0)
+
+    assert recompute_batchnorm(net, batches) == 3
+    bn = net[2]
+    torch.testing.assert_close(bn.running_mean, mean)
+    torch.testing.assert_close(bn.running_var, var)
+    assert bn.momentum == 0.01 and net.training and net[1].training  # mode and momentum as before
+    assert recompute_batchnorm(nn.Linear(2, 2), batches) == 0  # nothing to do without BatchNorm
+
+
+@pytest.mark.slow
+def test_precise_bn_run_checkpoints_the_recomputed_statistics(synthetic_root, tmp_path):
+    cfg = compose_train(["experiment=baseline_64", "+ablation=precise_bn", "data.img_size=28",
+                         f"data.root={synthetic_root}", "trainer.max_epochs=3", "logger=csv", *FAST], output_dir=tmp_path)
+    results = train(cfg, output_dir=tmp_path)
+    assert results["recipe"] == "study+precise_bn"
+    assert results["test"]["acc"] > 0.3  # chance is 0.125
+
+    # The best checkpoint's statistics are the exact ones for its weights: recomputing them again over
+    # the training split (as the callback does) leaves them where they are.
+    net = load_trained(run_checkpoint(tmp_path)).net
+    saved = [(m.running_mean.clone(), m.running_var.clone()) for m in _norms(net)]
+    dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28)
+    dm.setup()
+    images = dm.splits["train"][0]
+    recompute_batchnorm(net, (dm.prepare_batch(images[i:i + 256], train=False) for i in range(0, len(images), 256)))
+    for (mean, var), m in zip(saved, _norms(net), strict=True):
+        torch.testing.assert_close(m.running_mean, mean, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(m.running_var, var, atol=1e-4, rtol=1e-4)
