@@ -21,6 +21,7 @@
 #                                                       (STUDY_JOBS side by side, default all 21) and recipe=strong on skip
 #                                                       x 3 seeds; BUDGET_S (default 480) bounds it all, then what finished
 #                                                       is reported into <out dir>/readme_gpu.md with device, commit, date.
+#                                                       STUDY_ARGS go to the study sweep only (e.g. +ablation=precise_bn).
 #   scripts/gpu_evidence.sh speed <out dir>            issue 13, in about 11 minutes after `carry`: build the files, time
 #                                                       the one-seed seven-experiment sweep end to end (jobs side by side,
 #                                                       trainer=gpu), `bench --all` (plain / fast / fast + CUDA graphs, with
@@ -137,7 +138,7 @@ PY
     common=(trainer=${TRAINER:-gpu} logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false)
     start=$(date +%s)
     timeout -s INT -k 30 $budget $PY sweep.py name=gpu11_study recipe=study seeds=[0,1,2] jobs=${STUDY_JOBS:-21} \
-      wandb_report=false "${common[@]}" "$@" > "$out/study.log" 2>&1 &
+      wandb_report=false "${common[@]}" $STUDY_ARGS "$@" > "$out/study.log" 2>&1 &
     timeout -s INT -k 30 $budget $PY train.py -m experiment=skip recipe=strong seed=0,1,2 "${common[@]}" "$@" \
       hydra/launcher=joblib hydra.launcher.n_jobs=3 hydra.sweep.dir=outputs/gpu11/strong > "$out/strong.log" 2>&1 &
     wait
