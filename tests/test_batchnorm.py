@@ -5,10 +5,11 @@ import torch
 from torch import nn
 
 from bloodcls.data import BloodMNISTDataModule
+from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.runs.rundir import run_checkpoint
 from bloodcls.training import train
-from bloodcls.training.batchnorm import recompute_batchnorm
+from bloodcls.training.batchnorm import PreciseBatchNorm, recompute_batchnorm
 from tests.conftest import FAST
 from tests.helpers import compose_train
 
@@ -35,22 +36,38 @@ def test_recompute_gives_the_exact_average_with_dropout_off_and_restores_the_net
     assert recompute_batchnorm(nn.Linear(2, 2), batches) == 0  # nothing to do without BatchNorm
 
 
+def test_a_bad_when_is_refused_with_the_choices():
+    with pytest.raises(UserError, match="validation, test"):
+        PreciseBatchNorm(when="later")
+
+
 @pytest.mark.slow
-def test_precise_bn_run_checkpoints_the_recomputed_statistics(synthetic_root, tmp_path):
-    cfg = compose_train(["experiment=baseline_64", "+ablation=precise_bn", "data.img_size=28",
-                         f"data.root={synthetic_root}", "trainer.max_epochs=3", "logger=csv", *FAST], output_dir=tmp_path)
+@pytest.mark.parametrize("when", ["validation", "test"])
+def test_precise_bn_run_checkpoints_and_tests_with_the_recomputed_statistics(when, synthetic_root, tmp_path):
+    cfg = compose_train(["experiment=baseline_64", "+ablation=precise_bn", f"callbacks.precise_bn.when={when}",
+                         "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=3", "logger=csv", *FAST],
+                        output_dir=tmp_path)
     results = train(cfg, output_dir=tmp_path)
     assert results["recipe"] == "study+precise_bn"
     assert results["test"]["acc"] > 0.3  # chance is 0.125
 
     # The best checkpoint's statistics are the exact ones for its weights: recomputing them again over
     # the training split (as the callback does) leaves them where they are.
-    net = load_trained(run_checkpoint(tmp_path)).net
+    ckpt = run_checkpoint(tmp_path)
+    net = load_trained(ckpt).net
     saved = [(m.running_mean.clone(), m.running_var.clone()) for m in _norms(net)]
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28)
     dm.setup()
-    images = dm.splits["train"][0]
-    recompute_batchnorm(net, (dm.prepare_batch(images[i:i + 256], train=False) for i in range(0, len(images), 256)))
+
+    def eval_batches(split):
+        images = dm.splits[split][0]
+        return (dm.prepare_batch(images[i:i + 256], train=False) for i in range(0, len(images), 256))
+
+    with torch.no_grad():  # the test was scored with the checkpoint as it is on disk now
+        predictions = torch.cat([net.eval()(x) for x in eval_batches("test")]).argmax(1)
+    assert (predictions == dm.splits["test"][1].view(-1)).float().mean().item() == pytest.approx(results["test"]["acc"])
+    recompute_batchnorm(net, eval_batches("train"))
     for (mean, var), m in zip(saved, _norms(net), strict=True):
         torch.testing.assert_close(m.running_mean, mean, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(m.running_var, var, atol=1e-4, rtol=1e-4)
+    assert torch.load(ckpt, weights_only=True).get("precise_batchnorm") is (True if when == "test" else None)
