@@ -53,6 +53,8 @@ def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_pat
     else:
         assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr in (1e-4, 1e-3)
         assert cfg.callbacks.early_stopping.patience == 5 and cfg.trainer.max_epochs == 40 and not cfg.model.tta
+    # precise BatchNorm statistics for the test in `study` only: `keras` stays the strict port
+    assert (cfg.callbacks.get("precise_bn") or {}).get("when") == ("test" if recipe == "study" else None)
 
 
 def test_study_is_the_default_recipe(tmp_path):
