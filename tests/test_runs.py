@@ -127,6 +127,16 @@ def test_resume_after_an_early_stop_does_not_train_on(synthetic_root, tmp_path):
     assert _status(tmp_path)["status"] == "completed"
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(synthetic_root, tmp_path):
+    # "best" = the highest val/loss: the first epoch, as the loss falls; last.ckpt must still move on
+    # (Lightning itself writes last.ckpt only in epochs that also save a best checkpoint).
+    results = _train(synthetic_root, tmp_path, "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max")
+    losses = [r["val/loss"] for r in results["history"]]
+    ckpts = {name: torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=True)["epoch"]
+             for name in ("best", "last")}
+    assert ckpts == {"best": losses.index(max(losses)), "last": 2} and ckpts["best"] != 2
+
+
 def test_a_new_run_never_writes_over_a_run_folder(reference_run, synthetic_root):
     out, _ = reference_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

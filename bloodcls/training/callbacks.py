@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -131,6 +131,21 @@ class ResumeLikeUninterrupted(Callback):
                             config.monitor, done - 1)
                 continue
             sched.step(record[config.monitor])
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` really is the end of the last finished epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` only in an epoch that also saved a top-k checkpoint, so with one
+    best-``val/loss`` checkpoint it stays a copy of ``best.ckpt`` after the best epoch, and a resumed
+    run would restart there, losing the epochs after it. This writes it after every training epoch.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if (self.save_last and self._should_save_on_train_epoch_end(trainer)
+                and not self._should_skip_saving_checkpoint(trainer)):  # nothing was saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class EMA(EMAWeightAveraging):
