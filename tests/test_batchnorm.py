@@ -71,3 +71,23 @@ def test_precise_bn_run_checkpoints_and_tests_with_the_recomputed_statistics(whe
         torch.testing.assert_close(m.running_mean, mean, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(m.running_var, var, atol=1e-4, rtol=1e-4)
     assert torch.load(ckpt, weights_only=True).get("precise_batchnorm") is (True if when == "test" else None)
+
+
+@pytest.mark.slow
+def test_scoring_a_checkpoint_you_hand_in_never_rewrites_it(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    train(compose_train(["experiment=baseline_64", "data.img_size=28", f"data.root={synthetic_root}",
+                         "trainer.max_epochs=1", "logger=csv", *FAST], output_dir=run), output_dir=run)
+    mine = tmp_path / "mine.ckpt"  # a checkpoint whose statistics the recompute would certainly change
+    ckpt = torch.load(run_checkpoint(run), weights_only=True)
+    for name, value in ckpt["state_dict"].items():
+        if name.endswith("running_mean"):
+            value.zero_()
+    torch.save(ckpt, mine)
+    before = mine.read_bytes()
+    scored = tmp_path / "scored"
+    results = train(compose_train(["experiment=baseline_64", "data.img_size=28", f"data.root={synthetic_root}",
+                                   "train=false", f"ckpt_path={mine}", "logger=csv", *FAST], output_dir=scored),
+                    output_dir=scored)
+    assert results["recipe"] == "study" and results["test"]["acc"] > 0.3  # scored with recomputed statistics
+    assert mine.read_bytes() == before

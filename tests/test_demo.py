@@ -1,4 +1,4 @@
-"""The browser demo: the page shows what `bloodcls.inference.predict --json` computes, bad files get a message in the page
+"""The browser demo: the page shows what `python -m bloodcls.predict --json` computes, bad files get a message in the page
 and the server lives on; driven through its HTTP API and in headless Chromium (Debian's, via Playwright)."""
 
 import json

@@ -4,7 +4,7 @@
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
 A local Gradio app. An image is prepared by :mod:`bloodcls.inference.predict`'s own code (same reader, centre
-square, bicubic resize, same probabilities), so the page and ``bloodcls.inference.predict --json`` agree. The
+square, bicubic resize, same probabilities), so the page and ``python -m bloodcls.predict --json`` agree. The
 model is loaded once; a bad file gets a message in the page and the server keeps going. Beside the
 answer: the run's recipe, test accuracy and per-class F1 from its ``results.json``, so a user knows how
 far to trust it. A research tool, not a diagnostic device.
