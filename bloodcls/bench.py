@@ -1,7 +1,7 @@
 """Command line: benchmark the plain DataLoader path against the fast path, same model and batch size, one process.
 
     python -m bloodcls.bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
-                             [--json bench.json] [hydra overrides ...]
+                             [--threads 1 2] [--device cpu] [--json bench.json] [hydra overrides ...]
 
 Arguments only; the work is done by :mod:`bloodcls.training.benchmark`.
 """
@@ -17,6 +17,7 @@ from bloodcls.config import override_key
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.runs.environment import environment, resolve_device
 from bloodcls.training.benchmark import bench_experiment, format_table, peak_tflops
+from bloodcls.training.compute import usable_cpus
 
 
 @report_user_errors
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ablate", action="store_true", help="also time fp32 and NCHW variants of the fast path "
                         "(and torch.compile with --compile-ablate)")
     parser.add_argument("--compile-ablate", action="store_true", help="add the torch.compile variant to --ablate")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="CPU thread counts to time every path at (default: 1 and 2, up to the usable CPUs)")
     parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     parser.add_argument("--json", default=None, help="write the full report here")
     args, overrides = parser.parse_known_args(argv)
@@ -42,9 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.steps is None and device.type == "cpu":
         args.steps = 10
     if args.workers is None:
-        import os
-
-        args.workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+        args.workers = min(8, max(1, usable_cpus() - 1))
+    if args.threads is None:
+        args.threads = sorted({1, min(2, usable_cpus())})
+    if any(t < 1 for t in args.threads):
+        raise UserError(f"--threads {args.threads}: give whole numbers >= 1, e.g. --threads 1 2.")
     experiments = list(EXPERIMENTS)
     chosen = [o.split("=", 1)[1] for o in overrides if override_key(o) == "experiment"]
     overrides = [o for o in overrides if override_key(o) != "experiment"]
@@ -60,8 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(report))
     for row in report["experiments"]:
         aug = ", ".join(f"{k} {v:.2f} ms" for k, v in row["augmentation_ms_per_batch"].items())
-        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x "
-              f"({row['speedup_train_graphs']:.2f}x with CUDA graphs), inference "
+        graphs = f" ({row['speedup_train_graphs']:.2f}x with CUDA graphs)" if "speedup_train_graphs" in row else ""
+        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x{graphs}, inference "
               f"{row['speedup_infer']:.2f}x; augmentation per batch: {aug}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

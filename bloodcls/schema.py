@@ -39,6 +39,9 @@ class Rule:
 
 
 SIZES = (28, 64, 128, 224)
+# Lightning's precision strings, and auto (bloodcls.training.compute picks bf16-mixed or 32-true).
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
+              "64-true", "64", "transformer-engine", "transformer-engine-float16")
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", lambda v: _int(v) and v >= 0, "a whole number >= 0, e.g. seed=1"),
@@ -59,6 +62,9 @@ RULES: tuple[Rule, ...] = (
     Rule("model.init", lambda v: v in ("keras", "torch"), "keras or torch"),
     Rule("model.compile", lambda v: v in (False, True, "graphs"), "false, true or graphs"),
     Rule("model.tta", lambda v: isinstance(v, bool), "true or false"),
+    Rule("data.channels_last", lambda v: isinstance(v, bool) or v == "auto", "auto, true or false"),
+    Rule("threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1"),
+    Rule("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     Rule("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (-1: no limit)"),
     Rule("callbacks.early_stopping.patience", lambda v: _int(v) and v >= 0, "a whole number >= 0"),
 )

@@ -30,8 +30,8 @@ def test_rebuilds_the_trained_network(trained_checkpoint):
     assert model.class_names[3] == "immature_granulocytes" and not model.net.training
     module = BloodCellClassifier.load_from_checkpoint(trained_checkpoint, map_location="cpu").eval()
     x = torch.rand(5, 3, 28, 28)
-    with torch.no_grad():
-        assert torch.equal(model.net(x), module(x))
+    with torch.no_grad():  # the module keeps the run's channels_last layout (CPU fast path): same maths, other order
+        assert torch.allclose(model.net(x), module(x), atol=1e-5)
     assert model.info["epoch"] in (0, 1)  # best of 2 epochs
 
 

@@ -1,5 +1,6 @@
 """The fast data path inside a real Trainer: coverage, no eval augmentation/shuffling, parity with the plain path."""
 
+import json
 from collections import defaultdict
 
 import lightning as L
@@ -95,20 +96,29 @@ def test_channels_last_fast_path_matches(synthetic_root):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys):
+@pytest.mark.parametrize("bf16", [True, False])
+def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys, monkeypatch, bf16):
+    import bloodcls.training.compute as compute
+
+    monkeypatch.setattr(compute, "native_bf16", lambda: (bf16, "patched"))
     report = bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
-                         "--reps", "2", "--warmup", "1", "--workers", "1", "--json", str(tmp_path / "b.json")])
+                         "--reps", "2", "--warmup", "1", "--workers", "1", "--device", "cpu", "--threads", "1", "2",
+                         "--json", str(tmp_path / "b.json")])
     (row,) = report["experiments"]
-    assert set(row["paths"]) == {"plain", "fast", "fast_graphs"}
-    assert row["paths"]["fast_graphs"]["settings"]["cuda_graphs"] is False  # CUDA only: eager on the CPU
+    assert set(row["paths"]) == {"plain", "fast"}  # CUDA graphs are timed on CUDA only
+    assert set(row["by_threads"]) == {"1", "2"} and row["paths"] == row["by_threads"]["1"]["paths"]
+    assert row["by_threads"]["2"]["paths"]["fast"]["threads"] == 2
+    plain, fast = (json.loads((tmp_path / "b.json").read_text())["experiments"][0]["paths"][k] for k in ("plain", "fast"))
+    assert plain["settings"]["bf16"] is False and plain["settings"]["channels_last"] is False
+    assert fast["settings"]["bf16"] is bf16 and fast["settings"]["channels_last"] is True  # native bf16 only
     for p in row["paths"].values():
         assert p["train_images_per_s"] > 0 and p["infer_images_per_s"] > 0 and len(p["reps_train_images_per_s"]) == 2
     assert row["speedup_train"] == pytest.approx(
         row["paths"]["fast"]["train_images_per_s"] / row["paths"]["plain"]["train_images_per_s"])
     assert "torch_grid_sample" in row["augmentation_ms_per_batch"]
     printed = capsys.readouterr().out
-    assert "| inception | plain |" in printed and "| inception | fast |" in printed and "fast/plain training" in printed
-    assert (tmp_path / "b.json").is_file()
+    assert "| inception | plain | 1 |" in printed and "| inception | fast | 2 |" in printed
+    assert "fast/plain training" in printed
 
 
 def _fit_steps(compile_mode, synthetic_root, steps=4):

@@ -231,18 +231,27 @@ def test_a_timm_backbone_is_ranked_beside_the_study_rows(tmp_path):
     assert "100.00" in row and "88.66" not in row
 
 
-def test_jobs_share_the_gpu_through_joblib():
+def test_jobs_share_the_gpu_through_joblib(monkeypatch):
+    import bloodcls.analysis.sweep as sweep_mod
     from bloodcls.analysis.sweep import train_command
 
     def launcher(args):
         settings, overrides = parse_args(args)
         cmd = train_command(settings, overrides, Path("/tmp/s"))
-        return [c for c in cmd if c.startswith("hydra/launcher=") or c.startswith("hydra.launcher.n_jobs=")]
+        return [c for c in cmd if c.startswith(("hydra/launcher=", "hydra.launcher.n_jobs=", "threads="))]
 
+    monkeypatch.setattr(sweep_mod.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sweep_mod, "usable_cpus", lambda: 2)
     assert launcher(["trainer=gpu", "seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=7"]
     assert launcher(["trainer=gpu"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=8"]  # 21 jobs, 8 at once
-    assert launcher(["seeds=[0]"]) == []  # the CPU: one job at a time
-    assert launcher(["jobs=2", "seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # The CPU: one single-thread job per usable CPU, the threads set to match
+    assert launcher(["seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
+    assert launcher(["seeds=[0]", "threads=2"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=2"]
+    assert launcher(["jobs=2", "seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
+    monkeypatch.setattr(sweep_mod, "usable_cpus", lambda: 16)
+    assert launcher(["seeds=[0]"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=7", "threads=2"]
+    monkeypatch.setattr(sweep_mod, "usable_cpus", lambda: 1)
+    assert launcher(["seeds=[0]"]) == []  # one CPU: one job at a time
     assert launcher(["trainer=gpu", "hydra/launcher=submitit_local"]) == ["hydra/launcher=submitit_local"]
 
 

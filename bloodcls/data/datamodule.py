@@ -63,7 +63,7 @@ class BloodMNISTDataModule(L.LightningDataModule):
         loader: str = "tensor",
         on_device: str | bool = "auto",
         num_workers: int = 0,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         seed: int = 0,
         photometric: dict | None = None,
         min_augment: str = "none",
@@ -78,12 +78,15 @@ class BloodMNISTDataModule(L.LightningDataModule):
         if str(on_device).lower() not in ("auto", "true", "false"):
             raise DataError(f"data.on_device must be auto, true or false, got {on_device!r}.")
         _check_size(img_size)
+        if not isinstance(channels_last, bool) and channels_last != "auto":
+            raise DataError(f"data.channels_last must be auto, true or false, got {channels_last!r}.")
         self.root = str(Path(root).expanduser()) if root else default_root()
         self.img_size, self.batch_size, self.eval_batch_size = img_size, batch_size, eval_batch_size
         self.photometric = _photometric(augment, photometric, img_size)
         self.augment, self.download, self.loader = bool(augment), download, loader
         self.on_device, self.num_workers = str(on_device).lower(), num_workers
-        self.channels_last, self.seed = channels_last, seed
+        # auto is resolved by train() (bloodcls.training.compute); a data module built on its own stays NCHW.
+        self.channels_last, self.seed = channels_last is True, seed
         self.class_names = list(CLASS_NAMES)
         self.num_classes = NUM_CLASSES
         self.augmenter = GeometricAugment()

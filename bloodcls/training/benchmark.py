@@ -124,6 +124,14 @@ class PathRunner:
         _sync(device)
         return seen, time.perf_counter() - t0
 
+    def warm_up(self, steps: int) -> float:
+        """Untimed steps (worker start-up, cuDNN autotuning, torch.compile); returns their wall time, so
+        a compiled path's compile cost can be set against its gain."""
+        t0 = time.perf_counter()
+        self.train_once(steps)
+        self.infer_once()
+        return time.perf_counter() - t0
+
     @torch.no_grad()
     def infer_once(self) -> float:
         self.module.eval()
@@ -190,54 +198,76 @@ def augmentation_microbench(size: int, device: torch.device, batch: int = 64, re
 
 
 def bench_experiment(experiment: str, overrides: list[str], device: torch.device, args) -> dict:
+    """Every path of one experiment, at each of ``args.threads`` (CPU thread counts; one pass on CUDA).
+
+    ``paths`` holds the first thread count's results (one thread on a CPU), ``by_threads`` all of them.
+    """
     cfg = _compose([f"experiment={experiment}", *overrides])
     size = int(cfg.data.img_size)
     from bloodcls.models import build_from_hparams
+    from bloodcls.training.compute import native_bf16
 
     macs = operation_counts(build_from_hparams({**cfg.model, "img_size": size}, weights=False), size)["macs"]
     cuda = device.type == "cuda"
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    # bf16 where the device runs it natively: a GPU with bf16, a CPU with AVX512-BF16 or AMX (else emulated, slower)
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else native_bf16()[0]
     common = dict(workers=args.workers, steps=args.steps)
     variants = [("plain", dict(fast=False, bf16=False, channels_last=False, compile=False)),
-                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile)),
-                # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead"); eager on the CPU
-                ("fast_graphs", dict(fast=True, bf16=bf16_ok, channels_last=True, compile="graphs"))]
+                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile))]
+    if cuda:  # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead")
+        variants.append(("fast_graphs", dict(fast=True, bf16=bf16_ok, channels_last=True, compile="graphs")))
     if args.ablate:
         variants += [("fast_fp32", dict(fast=True, bf16=False, channels_last=True, compile=False)),
                      ("fast_nchw", dict(fast=True, bf16=bf16_ok, channels_last=False, compile=False))]
         if args.compile_ablate:
             variants.append(("fast_compile", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=True)))
-    runners = {name: PathRunner(cfg, device, **kw, **common) for name, kw in variants}
-    timed = time_paths(runners, reps=args.reps, warmup=args.warmup, macs=macs)
-    results = {name: asdict(res) for name, res in timed.items()}
-    for name, res in timed.items():
-        print(f"  {experiment:13s} {name:13s} train {res.train_images_per_s:9.0f} img/s  "
-              f"epoch {res.epoch_s:7.2f} s{'' if res.epoch_measured else ' (est.)'}  "
-              f"infer {res.infer_images_per_s:9.0f} img/s", file=sys.stderr, flush=True)
-    plain, fast = results["plain"], results["fast"]
-    return {
+    thread_counts = [None] if cuda else list(args.threads)
+    by_threads: dict[str, dict] = {}
+    for threads in thread_counts:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        runners = {name: PathRunner(cfg, device, **kw, **common) for name, kw in variants}
+        t0 = time.perf_counter()
+        warm = {name: r.warm_up(args.warmup) for name, r in runners.items()}
+        timed = time_paths(runners, reps=args.reps, warmup=0, macs=macs)
+        results = {name: {**asdict(res), "threads": threads, "warmup_s": warm[name]} for name, res in timed.items()}
+        for name, res in timed.items():
+            print(f"  {experiment:13s} {name:13s} {'' if threads is None else f'{threads} thr ':6s}"
+                  f"train {res.train_images_per_s:9.0f} img/s  epoch {res.epoch_s:7.2f} s"
+                  f"{'' if res.epoch_measured else ' (est.)'}  infer {res.infer_images_per_s:9.0f} img/s",
+                  file=sys.stderr, flush=True)
+        by_threads[str(threads or "default")] = {"paths": results, "wall_s": time.perf_counter() - t0}
+    first = next(iter(by_threads.values()))["paths"]
+    plain, fast = first["plain"], first["fast"]
+    row = {
         "experiment": experiment, "model": cfg.model.name, "img_size": size, "batch_size": int(cfg.data.batch_size),
-        "macs": macs, "paths": results,
+        "macs": macs, "paths": first, "by_threads": by_threads,
         "speedup_train": fast["train_images_per_s"] / plain["train_images_per_s"],
         "speedup_infer": fast["infer_images_per_s"] / plain["infer_images_per_s"],
-        "speedup_train_graphs": results["fast_graphs"]["train_images_per_s"] / plain["train_images_per_s"],
         "augmentation_ms_per_batch": augmentation_microbench(size, device, int(cfg.data.batch_size)),
     }
+    if "fast_graphs" in first:
+        row["speedup_train_graphs"] = first["fast_graphs"]["train_images_per_s"] / plain["train_images_per_s"]
+    return row
 
 
 def format_table(report: dict) -> str:
     peak = report.get("peak_bf16_tflops")
-    header = ["experiment", "path", "train img/s", "epoch (s)", "infer img/s", "train TFLOP/s",
-              *(["% bf16 peak"] if peak else []), "speed-up"]
+    header = ["experiment", "path", "threads", "train img/s", "epoch (s)", "infer img/s", "train TFLOP/s",
+              *(["% bf16 peak"] if peak else []), "speed-up", "bf16", "channels_last"]
     rows = []
     for row in report["experiments"]:
-        for name, p in row["paths"].items():
-            speed = p["train_images_per_s"] / row["paths"]["plain"]["train_images_per_s"]
-            epoch = f"{p['epoch_s']:.2f}" + ("" if p["epoch_measured"] else " (est.)")
-            cells = [row["experiment"], name, f"{p['train_images_per_s']:,.0f}", epoch,
-                     f"{p['infer_images_per_s']:,.0f}", f"{p['train_tflops']:.2f}"]
-            if peak:
-                cells.append(f"{100 * p['train_tflops'] / peak:.1f}")
-            cells.append(f"{speed:.2f}x")
-            rows.append(cells)
+        for threads, result in row.get("by_threads", {"default": {"paths": row["paths"]}}).items():
+            paths = result["paths"]
+            for name, p in paths.items():
+                speed = p["train_images_per_s"] / paths["plain"]["train_images_per_s"]
+                epoch = f"{p['epoch_s']:.2f}" + ("" if p["epoch_measured"] else " (est.)")
+                cells = [row["experiment"], name, threads, f"{p['train_images_per_s']:,.0f}", epoch,
+                         f"{p['infer_images_per_s']:,.0f}", f"{p['train_tflops']:.2f}"]
+                if peak:
+                    cells.append(f"{100 * p['train_tflops'] / peak:.1f}")
+                settings = p.get("settings", {})
+                cells += [f"{speed:.2f}x", "yes" if settings.get("bf16") else "no",
+                          "yes" if settings.get("channels_last") else "no"]
+                rows.append(cells)
     return "\n".join(md_table(header, rows))

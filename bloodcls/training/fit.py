@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from bloodcls.config import instantiate
@@ -26,6 +27,7 @@ from bloodcls.runs.rundir import RESULTS_FILE, write_json
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
+from bloodcls.training.compute import apply_threads, describe, plan_compute
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,14 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    compute = plan_compute(cfg.trainer.get("precision", "auto"), cfg.data.get("channels_last", "auto"),
+                           cfg.trainer.get("accelerator", "auto"), cfg.get("threads", "auto"))
+    apply_threads(compute)
+    rank_zero_info(describe(compute))
+    datamodule = instantiate(cfg.data, channels_last=compute.channels_last)
     datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
-    model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names,
+                        channels_last=compute.channels_last)
     model.set_class_weights(datamodule.train_class_weights())  # the study's class-weighted loss
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -124,7 +131,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted(), outcome]
     group = _wire_wandb(cfg, record, group)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=compute.precision)
     record.trainer = trainer
     keep_csv_history(loggers)
 
@@ -161,6 +168,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     results = build_results(cfg, outcome, datamodule, epochs, eff, resolved)
     results["checkpoints"] = {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None}
     results["environment"] = environment(trainer.strategy.root_device)
+    results["compute"] = compute.as_dict()
     if trainer.is_global_zero:
         if wb is not None:
             results["wandb"] = {"id": wb.version, "mode": getattr(wb.experiment.settings, "mode", None)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -61,7 +62,7 @@ class BloodCellClassifier(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         monitor: str = "val/loss",
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool | str = False,
         arch: str | None = None,
         pretrained: bool = False,
@@ -69,6 +70,7 @@ class BloodCellClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         class_names = list(class_names or CLASS_NAMES)
+        channels_last = channels_last is True  # auto is resolved by train(); a module built on its own is NCHW
         self.save_hyperparameters(
             {"name": name, "img_size": img_size, "num_classes": num_classes, "class_names": class_names,
              "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "bn_eps": bn_eps, "init": init,
@@ -150,8 +152,16 @@ class BloodCellClassifier(L.LightningModule):
                     "input data for NaNs, or use trainer.precision=32-true."
                 )
 
+    def _fp32_on_cpu(self):
+        """Evaluation on a CPU runs in fp32 even when training uses bf16 autocast: bf16 changed test
+        predictions of a trained checkpoint (docs/results/cpu-fast-path.md), and evaluation is cheap."""
+        return torch.autocast("cpu", enabled=False) if self.device.type == "cpu" else contextlib.nullcontext()
+
     def _eval_step(self, stage: str, batch) -> None:
-        x, y = batch
+        with self._fp32_on_cpu():
+            self._eval_scores(stage, *batch)
+
+    def _eval_scores(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> None:
         logits = self(x).float()
         self.eval_loss[stage].update(F.cross_entropy(logits, y), weight=len(y))
         self.eval_metrics[stage].update(logits, y)
@@ -168,7 +178,8 @@ class BloodCellClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).float().softmax(dim=1)
+        with self._fp32_on_cpu():
+            return self(x).float().softmax(dim=1)
 
     def _eval_epoch_end(self, stage: str) -> None:
         loss = self.eval_loss[stage].compute()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CPU evidence of docs/results (baseline_64: recipe=study, recipe=strong and the robust recipe, seeds 0-2),
+# as one queue of single-thread runs, JOBS at a time (two on this 2-core machine), each in its own folder.
+# Rerunning it skips finished runs and resumes interrupted ones (resume=), so a cut session continues.
+#   scripts/cpu_evidence.sh [OUT]        OUT defaults to outputs/evidence
+#   EXTRA="trainer.precision=32-true" scripts/cpu_evidence.sh outputs/evidence_fp32
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-outputs/evidence}
+PY=${PY:-.venv/bin/python}
+JOBS=${JOBS:-2}
+EXTRA=${EXTRA:-}
+mkdir -p "$OUT"
+
+job() {  # name, then train.py overrides
+  local name=$1; shift
+  local dir="$OUT/$name"
+  if [ -f "$dir/results.json" ] && grep -q '"status": "completed"' "$dir/results.json"; then return 0; fi
+  local where=(hydra.run.dir="$dir")
+  [ -f "$dir/checkpoints/last.ckpt" ] && where=(resume="$dir")
+  echo "$(date -u +%FT%TZ) start $name" >> "$OUT/queue.log"
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" train.py "$@" logger=csv trainer.enable_progress_bar=false \
+    "${where[@]}" $EXTRA >> "$OUT/$name.log" 2>&1
+  echo "$(date -u +%FT%TZ) end $name rc=$?" >> "$OUT/queue.log"
+}
+export -f job
+export OUT PY EXTRA
+
+{
+  for s in 0 1 2; do echo "study_s$s experiment=baseline_64 recipe=study seed=$s"; done
+  for s in 0 1 2; do echo "strong_s$s experiment=baseline_64 recipe=strong seed=$s"; done
+  for s in 0 1 2; do echo "robust_s$s experiment=baseline_64_robust recipe=strong seed=$s"; done
+} | xargs -P "$JOBS" -L 1 bash -c 'job "$@"' _
+echo "$(date -u +%FT%TZ) queue done" >> "$OUT/queue.log"
