@@ -9,7 +9,7 @@ SIZES  ?= 28 64 128
 SHARED ?= ../shared/data
 DATA_ROOT ?= $(HOME)/.medmnist
 
-.PHONY: venv train sweep test test-fast lint data clean robust ablation demo
+.PHONY: venv train sweep test test-fast lint docs data clean robust ablation demo
 
 venv: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ train: venv data
 sweep: venv data
 	$(BIN)/python sweep.py $(ARGS)
 
-# Robustness (README "Robustness"): the study's recipe and the robust one, three seeds each, then the shift suite.
+# Robustness (docs/guide/robustness.md, results in docs/results/robustness.md): the study's recipe and the robust one, three seeds each, then the shift suite.
 # make robust                   baseline_64 vs baseline_64_robust (CPU is fine)
 # make robust ROBUST_EXP=skip   skip vs skip_robust at 128 px (meant for a GPU)
 ROBUST_EXP ?= baseline_64
@@ -58,10 +58,14 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+# The docs site (README + docs/, nav in mkdocs.yml) into site/; --strict: a broken link or a page left out fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# The README's ablation of recipe=keras (one layer detail at a time), three seeds, then the table.
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache site
+
+# The ablation of recipe=keras, one layer detail at a time, three seeds, then the table (docs/results/ablation.md).
 # make ablation ABLATION_EXP=baseline_64  (about 12 CPU-hours at 64 px on one thread per job: meant for a GPU)
 ABLATION_EXP ?= baseline_64
 ABLATION_DIR := outputs/ablation/$(ABLATION_EXP)_$(shell date +%Y-%m-%d_%H-%M-%S)

@@ -1,4 +1,4 @@
-"""Command line: runs grouped by experiment and recipe: the README's ablation table, from any folders of runs.
+"""Command line: runs grouped by experiment and recipe (the table of docs/results/ablation.md), from any folders of runs.
 
     python -m bloodcls.ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
 

@@ -1,9 +1,9 @@
-"""Screenshot of the demo page for the README: start `bloodcls.inference.demo`, upload an image in headless Chromium.
+"""Screenshot of the demo page for the docs (docs/demo.png): start `bloodcls.inference.demo`, upload an image in headless Chromium.
 
     python scripts/demo_screenshot.py <run folder or .ckpt> <image> <out.png> [--tta]
     python scripts/demo_screenshot.py <run folder or .ckpt> --draw-cell <out.png>   # a drawn, non-PBC cell
 
-The README's screenshot uses --draw-cell: the PBC images (and files built from them) are not committed.
+The docs' screenshot (docs/guide/predict.md) uses --draw-cell: the PBC images (and files built from them) are not committed.
 """
 
 from __future__ import annotations

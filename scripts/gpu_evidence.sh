@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the README's GPU evidence on one CUDA machine with the real files in ~/.medmnist.
+# Reproduce the GPU evidence of docs/results/ on one CUDA machine with the real files in ~/.medmnist.
 #   scripts/gpu_evidence.sh bench <out dir>            benchmark: every experiment, plain vs. fast path (+ ablation)
 #   scripts/gpu_evidence.sh sweep <out dir> [args...]  the seven experiments (+ skip_robust) x seeds 0,1,2 on
 #                                                       the fast path; skip and skip_robust also under the shift suite
@@ -29,7 +29,7 @@
 #                                                       BUDGET_S (default 600) leaves time; every number, with device,
 #                                                       commit and date, into <out dir>/readme_gpu.md.
 # On a machine without hydra/omegaconf/medmnist/thop/kornia, carry their wheels in .whl/ and run every
-# stage with PYTHONPATH=/tmp/site:$PWD (README "Fast path", "Running the evidence on a lent GPU").
+# stage with PYTHONPATH=/tmp/site:$PWD (docs/results/index.md, "Running the evidence on a lent GPU").
 # Seed 0 runs alone and sequentially (the timed one-seed sweep); seeds 1 and 2 then run as a second
 # sweep with JOBS jobs at once on the same GPU (Hydra joblib launcher); one report covers all 21 runs.
 set -uo pipefail

@@ -88,8 +88,8 @@ def build_model(
     The architectures are built with the Keras layer details (BatchNorm momentum 0.01 and eps 1e-3 in
     PyTorch terms, Glorot-uniform weights). ``bn_momentum``/``bn_eps`` replace the BatchNorm values and
     ``init="torch"`` re-initialises every conv and dense layer with PyTorch's default: the ``study``
-    recipe uses both, because they, not the Keras values, reproduce the study's accuracy (README,
-    "Why the defaults are what they are"). ``name="timm"`` builds the timm architecture ``arch``
+    recipe uses both, because they, not the Keras values, reproduce the study's accuracy
+    (docs/results/ablation.md). ``name="timm"`` builds the timm architecture ``arch``
     (optionally with ImageNet weights) with timm's own initialisation and BatchNorm values.
     """
     if init not in INITS:

@@ -4,7 +4,7 @@ With Keras's BatchNorm (momentum 0.01 in PyTorch terms) the running statistics a
 average of batch statistics taken under dropout while the weights move, so the validation loss that
 early stopping and the plateau schedule read depends as much on that estimate as on the weights: on
 this project's CPU runs the *same* weights (identical training losses through epoch 7) scored 86.8 %
-or 81.4 % validation accuracy with momentum 0.01 or 0.1 (README, "Recipes"). Recomputing the
+or 81.4 % validation accuracy with momentum 0.01 or 0.1 (docs/results/batchnorm-statistics.md). Recomputing the
 statistics as an exact average over the training split, dropout off and no augmentation (Wu &
 Johnson, "Rethinking 'Batch' in BatchNorm", 2021: "precise BN"), before each validation or once for
 the weights the test scores, takes that estimate out; the checkpoint then holds the recomputed

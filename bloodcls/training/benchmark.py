@@ -10,7 +10,7 @@
 
 Both paths run the same training step (forward, class-weighted cross-entropy, backward, Adam) in a
 plain loop, so the numbers are the data path and numerics, not Lightning's bookkeeping; the timed
-sweep (README) gives the end-to-end figure. Warm-up steps are excluded; each figure is the median
+sweep (docs/results/gpu-fast-path.md) gives the end-to-end figure. Warm-up steps are excluded; each figure is the median
 of ``--reps`` repetitions. Training FLOPs per image are taken as 3x the forward FLOPs (6 x MACs).
 """
 
