@@ -6,7 +6,7 @@
 #   EXTRA="trainer.precision=32-true" scripts/cpu_evidence.sh outputs/evidence_fp32
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-outputs/evidence}
+OUT=$(realpath -m "${1:-outputs/evidence}")
 PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 EXTRA=${EXTRA:-}
@@ -16,16 +16,23 @@ job() {  # name, then train.py overrides
   local name=$1; shift
   local dir="$OUT/$name"
   if [ -f "$dir/results.json" ] && grep -q '"status": "completed"' "$dir/results.json"; then return 0; fi
+  if pgrep -f "$(basename "$OUT")/$name( |\$)" > /dev/null; then return 0; fi  # training in another queue
+  # a lane is free when fewer than JOBS training runs are going (other queues' included)
+  exec 9>"$OUT/.lane.lock"; flock 9
+  while [ "$(pgrep -fc 'python train.py')" -ge "$JOBS" ]; do sleep 20; done
   local where=(hydra.run.dir="$dir")
   [ -f "$dir/checkpoints/last.ckpt" ] && where=(resume="$dir")
   echo "$(date -u +%FT%TZ) start $name" >> "$OUT/queue.log"
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" train.py "$@" logger=csv trainer.enable_progress_bar=false \
-    "${where[@]}" $EXTRA >> "$OUT/$name.log" 2>&1
+    "${where[@]}" $EXTRA >> "$OUT/$name.log" 2>&1 &
+  local pid=$!
+  sleep 30; flock -u 9  # started: the next job may look for a lane
+  wait $pid
   echo "$(date -u +%FT%TZ) end $name rc=$?" >> "$OUT/queue.log"
 }
 export -f job
-export OUT PY EXTRA
+export OUT PY EXTRA JOBS
 
 {
   for s in 0 1 2; do echo "study_s$s experiment=baseline_64 recipe=study seed=$s"; done

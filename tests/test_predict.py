@@ -76,7 +76,8 @@ def test_image_files_are_classified_as_the_model_sees_the_dataset(trained_checkp
     report = classify(model, [tmp_path])
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28)
     with torch.no_grad():
-        expected = model.net(dm.prepare_batch(torch.from_numpy(images[:16]), train=False)).softmax(1).numpy()
+        logits = model.net(dm.prepare_batch(torch.from_numpy(images[:16]), train=False))
+        expected = (logits / model.trust.temperature).softmax(1).numpy()  # calibrated by the run's trust state
     got = np.array([[r["probabilities"][c] for c in model.class_names] for r in report["results"]])
     assert np.allclose(got, expected, atol=1e-6)
     truth = [model.class_names[c] for c in labels[:16]]
@@ -92,8 +93,8 @@ def test_one_call_with_good_and_bad_files(trained_checkpoint, images):
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(images / n) for n in names[:3]]
-    for line in lines:  # class (probability)   top 3: a p%, b p%, c p%
-        assert "top 3:" in line and line.count("%") == 4
+    for line in lines:  # random-pixel images: the gate turns them away instead of naming a class
+        assert line.endswith(")") and ": does not look like a BloodMNIST cell image (gate score" in line
     for name in names[3:]:
         assert f"error: {images / name}:" in proc.stderr
     assert "3 image(s) classified, 4 failed" in proc.stderr and "Traceback" not in proc.stderr

@@ -24,9 +24,12 @@ from torch import nn
 
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
+from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
 NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
 SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
+SAFETENSORS_TRUST = "bloodcls_trust"  # metadata entry: the trust state's numbers (its tensors are "trust.*")
+TRUST_PREFIX = "trust."
 REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
 
 
@@ -49,6 +52,8 @@ class TrainedModel:
     hparams: dict[str, Any]
     path: Path
     info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
+    # temperature, abstention threshold and out-of-distribution gate; None for checkpoints written before them
+    trust: TrustState | None = None
 
 
 def _unsafe_message(path: Path, err: Exception) -> str:
@@ -121,8 +126,12 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             f"{path} has no bloodcls metadata (model name, input size, class names), so the network cannot be "
             "rebuilt. Export it with `python -m bloodcls.export <checkpoint> --format safetensors`."
         ) from None
-    return {"state_dict": {NET_PREFIX + k: v for k, v in state_dict.items()}, "hyper_parameters": hparams,
-            "format": "safetensors"}
+    contents = {"state_dict": {NET_PREFIX + k: v for k, v in state_dict.items() if not k.startswith(TRUST_PREFIX)},
+                "hyper_parameters": hparams, "format": "safetensors"}
+    if SAFETENSORS_TRUST in metadata:
+        trust = {k[len(TRUST_PREFIX):]: v for k, v in state_dict.items() if k.startswith(TRUST_PREFIX)}
+        contents[CHECKPOINT_KEY] = {**json.loads(metadata[SAFETENSORS_TRUST]), **trust}
+    return contents
 
 
 def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -156,4 +165,13 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
         class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
     info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
     return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
-                        hparams=dict(hparams), path=path, info=info)
+                        hparams=dict(hparams), path=path, info=info, trust=_trust(contents, path))
+
+
+def _trust(contents: dict[str, Any], path: Path) -> TrustState | None:
+    try:
+        return TrustState.from_dict(contents.get(CHECKPOINT_KEY))
+    except (TypeError, ValueError):
+        warnings.warn(f"{path}: its trust state is malformed and is ignored (calibration and the gate are "
+                      "unavailable); refit it with `python -m bloodcls.trust <run folder> --fit`.", stacklevel=2)
+        return None

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import SAFETENSORS_KEY, TrainedModel, load_trained
+from bloodcls.inference.checkpoint import (
+    SAFETENSORS_KEY,
+    SAFETENSORS_TRUST,
+    TRUST_PREFIX,
+    TrainedModel,
+    load_trained,
+)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 ATOL = 1e-4
@@ -77,7 +83,12 @@ def _export_safetensors(model: TrainedModel, path: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in model.net.state_dict().items()}
-    save_file(state, str(path), metadata={SAFETENSORS_KEY: json.dumps(model.hparams)})
+    metadata = {SAFETENSORS_KEY: json.dumps(model.hparams)}
+    if model.trust is not None:  # tensors as "trust.*", numbers and strings as JSON metadata
+        trust = model.trust.to_dict()
+        state.update({TRUST_PREFIX + k: v for k, v in trust.items() if isinstance(v, torch.Tensor)})
+        metadata[SAFETENSORS_TRUST] = json.dumps({k: v for k, v in trust.items() if not isinstance(v, torch.Tensor)})
+    save_file(state, str(path), metadata=metadata)
 
 
 def run_export(model: TrainedModel, fmt: str, path: Path, x: torch.Tensor) -> np.ndarray | None:

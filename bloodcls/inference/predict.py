@@ -5,7 +5,11 @@
 
 Each image is prepared like the dataset (RGB, centre square, bicubic resize to the checkpoint's
 input size) and gets its class, that class's probability and the top three. ``--tta`` averages
-the probabilities over the eight rotations and flips. A file that cannot be read is reported and
+the probabilities over the eight rotations and flips. Where the checkpoint carries a trust state
+(:mod:`bloodcls.uncertainty`), probabilities are temperature-calibrated, a prediction below the
+review threshold is marked ``abstain`` ("uncertain: have a person review it"), and an image the
+out-of-distribution gate rejects is marked ``in_distribution: false`` ("does not look like a
+BloodMNIST cell image"; its class stays in the JSON). A file that cannot be read is reported and
 the others still run; the exit status is 1 if any failed (2 for a bad checkpoint or arguments).
 The checkpoint is loaded weights-only (:mod:`bloodcls.inference.checkpoint`).
 """
@@ -26,9 +30,14 @@ from bloodcls.inference.images import (
     load_image,
     to_float_images,
 )
-from bloodcls.inference.tta import tta_proba
+from bloodcls.inference.tta import eight_views, tta_proba
+from bloodcls.uncertainty.ood import penultimate
 
 TOP_K = 3
+NOT_A_CELL = "does not look like a BloodMNIST cell image"
+REVIEW = "uncertain: have a person review it"
+NO_TRUST = ("calibration and the out-of-distribution gate are unavailable for this checkpoint (written before "
+            "they existed): fit them with `python -m bloodcls.trust <run folder> --fit`")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -51,6 +60,44 @@ def predict_proba(net: torch.nn.Module, images: np.ndarray, tta: bool = False, b
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
+@torch.inference_mode()
+def assess(model: TrainedModel, images: np.ndarray, tta: bool = False, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Probabilities (calibrated when the checkpoint has a trust state) and, with one, per image the
+    confidence, abstain flag, gate score and in-distribution flag. The gate reads the unrotated view."""
+    net, trust = model.net.eval(), model.trust
+    temperature = trust.temperature if trust is not None else 1.0
+    probs, logits, feats = [], [], []
+    with penultimate(net) as seen:
+        for lo in range(0, len(images), batch_size):
+            x = to_tensor(images[lo:lo + batch_size])
+            plain = net(x).float()
+            n_seen = len(seen)
+            if tta:  # the mean calibrated probability over the 8 rotations/flips
+                probs.append(torch.stack([(net(v).float() / temperature).softmax(1) for v in eight_views(x)]).mean(0))
+            else:
+                probs.append((plain / temperature).softmax(1))
+            logits.append(plain)
+            feats.append(seen[n_seen - 1])
+            seen.clear()
+    if not probs:
+        return {"proba": np.zeros((0, len(model.class_names)), dtype=np.float32)}
+    out = {"proba": torch.cat(probs).numpy()}
+    if trust is not None:
+        judged = trust.assess(torch.cat(logits), torch.cat(feats))
+        out["confidence"] = out["proba"].max(axis=1)
+        out["abstain"] = out["confidence"] < trust.abstain_below
+        out.update({k: judged[k].numpy() for k in ("ood_score", "in_distribution")})
+    return out
+
+
+def _trust_summary(model: TrainedModel) -> dict[str, Any]:
+    t = model.trust
+    if t is None:
+        return {"available": False, "why": NO_TRUST}
+    return {"available": True, "temperature": t.temperature, "abstain_below": t.abstain_below,
+            "max_error": t.max_error, "ood_threshold": t.ood_threshold, "id_accept": t.id_accept}
+
+
 def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
              max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
     """Read, prepare and classify every image; unreadable files go to ``errors`` instead of stopping the rest."""
@@ -63,26 +110,44 @@ def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
             ok_paths.append(path)
         except ImageError as err:
             errors.append({"path": str(path), "error": str(err)})
-    probs = predict_proba(model.net, np.stack(arrays), tta=tta) if arrays else np.zeros((0, len(model.class_names)))
+    judged = assess(model, np.stack(arrays), tta=tta) if arrays else {"proba": np.zeros((0, len(model.class_names)))}
     results = []
-    for path, p in zip(ok_paths, probs, strict=True):
+    for i, (path, p) in enumerate(zip(ok_paths, judged["proba"], strict=True)):
         order = np.argsort(-p)
-        results.append({
+        row = {
             "path": str(path),
             "class": model.class_names[order[0]],
             "probability": float(p[order[0]]),
             "top": [{"class": model.class_names[i], "probability": float(p[i])} for i in order[:TOP_K]],
             "probabilities": {c: float(v) for c, v in zip(model.class_names, p, strict=True)},
-        })
+            # null where the checkpoint has no trust state
+            "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
+        }
+        if "confidence" in judged:
+            row.update(confidence=float(judged["confidence"][i]), abstain=bool(judged["abstain"][i]),
+                       in_distribution=bool(judged["in_distribution"][i]), ood_score=float(judged["ood_score"][i]))
+        row["verdict"] = verdict(row)
+        results.append(row)
     return {
         "checkpoint": str(model.path),
         "model": model.name,
         "img_size": model.img_size,
         "tta": tta,
+        "calibrated": model.trust is not None,
+        "trust": _trust_summary(model),
         "results": results,
         "errors": errors,
         "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
     }
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """``not_a_cell`` (the gate fired), ``review`` (below the threshold), ``ok``, or ``unchecked`` (no trust state)."""
+    if row.get("in_distribution") is None:
+        return "unchecked"
+    if not row["in_distribution"]:
+        return "not_a_cell"
+    return "review" if row["abstain"] else "ok"
 
 
 def _pct(p: float) -> str:
@@ -93,5 +158,12 @@ def format_text(report: dict[str, Any]) -> str:
     lines = []
     for r in report["results"]:
         top = ", ".join(f"{t['class']} {_pct(t['probability'])}" for t in r["top"])
-        lines.append(f"{r['path']}: {r['class']} ({_pct(r['probability'])})   top {len(r['top'])}: {top}")
+        if r["verdict"] == "not_a_cell":
+            lines.append(f"{r['path']}: {NOT_A_CELL} (gate score {r['ood_score']:.3g} > "
+                         f"{report['trust']['ood_threshold']:.3g})")
+        elif r["verdict"] == "review":
+            lines.append(f"{r['path']}: {REVIEW} (best guess {r['class']} {_pct(r['probability'])}, below "
+                         f"{_pct(report['trust']['abstain_below'])})   top {len(r['top'])}: {top}")
+        else:
+            lines.append(f"{r['path']}: {r['class']} ({_pct(r['probability'])})   top {len(r['top'])}: {top}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ class EvalResults(Callback):
         self.scores: dict[str, dict[str, float]] = {}
         self.confusion: dict[str, list[list[int]]] = {}
         self.predictions: dict[str, list[int]] = {}
+        self.trust: dict | None = None  # bloodcls.training.trust.FitTrust's report on the test split
 
     def record(self, stage: str, scores: dict[str, float] | None = None, confusion: list[list[int]] | None = None,
                predictions: list[int] | None = None) -> None:

@@ -28,6 +28,7 @@ from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import apply_threads, describe, plan_compute
+from bloodcls.uncertainty.fitting import summary as trust_summary
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
     flat = {k: v for k, v in results["test"]["scores"].items()}
     flat.update((results.get("test_tta") or {}).get("scores", {}))
     flat.update({f"efficiency/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))})
+    if results.get("trust"):
+        flat.update(trust_summary(results["trust"]))
     if results.get("val", {}).get("best"):
         flat.update({f"best_{k}": v for k, v in results["val"]["best"].items()})
     return flat
@@ -221,6 +224,8 @@ def build_results(cfg: DictConfig, outcome: EvalResults, datamodule, epochs: lis
         "val": {"best": {k: v for k, v in best_val.items() if k.startswith("val/")}},
         # model.tta=true: the same test images scored with the 8 rotations/flips averaged, beside "test".
         "test_tta": _tta_results(outcome),
+        # callbacks.trust: calibration, abstention and the out-of-distribution gate (bloodcls.uncertainty)
+        "trust": outcome.trust,
         "efficiency": eff,
         "history": epochs,
         "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),

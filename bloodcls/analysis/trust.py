@@ -1,0 +1,126 @@
+"""Trust over run folders: fit the state where a run lacks it, then score the "not a blood-cell image" gate
+on far-OOD images and on the shift suite's shifted test copies (near-OOD), with tables over seeds.
+
+Writes ``<run>/trust/trust.json`` and ``<run>/trust/reliability.png``. A run's own ``best.ckpt`` gets the
+fitted state (as training does); a checkpoint handed in from elsewhere is never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bloodcls.analysis.markdown import md_table
+from bloodcls.analysis.stats import format_mean_std
+from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
+from bloodcls.robustness.suite import _generator
+from bloodcls.runs.environment import environment
+from bloodcls.runs.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, write_json
+from bloodcls.uncertainty.figures import reliability_diagram
+from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, logits_and_features, summary
+from bloodcls.uncertainty.ood import mahalanobis_score
+from bloodcls.uncertainty.state import TrustState
+
+OUT_DIR = "trust"
+JSON_FILE = "trust.json"
+PNG_FILE = "reliability.png"
+
+
+def shift_firing(net: torch.nn.Module, state: TrustState, images: torch.Tensor, seed: int = 0,
+                 severities: Sequence[int] = SEVERITIES) -> dict[str, list[float]]:
+    """Share of (shifted) test images the gate turns away, per shift, at each severity; ``clean`` first."""
+    x = images.permute(0, 3, 1, 2).float().div(255)
+
+    def fires(batch: torch.Tensor) -> float:
+        _, feats = logits_and_features(net, batch)
+        return float((mahalanobis_score(feats, state.ood_means, state.ood_precision) > state.ood_threshold)
+                     .double().mean())
+
+    out: dict[str, list[float]] = {"clean": [fires(x)]}
+    for name, shift in SHIFTS.items():
+        out[name] = [fires(shift(x, sev, _generator(seed, name, sev, 0))) for sev in severities]
+    return out
+
+
+def trust_run(run: Path, ckpt: Path, arrays: dict[str, tuple[Any, Any]], *, refit: bool = False,
+              shift_images: int = 1000, seed: int = 0, max_train_images: int | None = 4000) -> dict[str, Any]:
+    """Fit (when missing or ``refit``) and score one run; returns the ``trust.json`` record."""
+    from bloodcls.inference.checkpoint import load_trained
+    from bloodcls.training.trust import write_trust
+
+    model = load_trained(ckpt)
+    results = read_json(run / RESULTS_FILE) or {}
+    fitted_now = model.trust is None or refit
+    if fitted_now:
+        state, report = fit_trust(model.net, arrays, max_train_images=max_train_images, seed=seed)
+        if ckpt.parent.name == CHECKPOINT_DIR and ckpt.parent.parent.resolve() == run.resolve():
+            write_trust(ckpt, state)  # the run's own checkpoint: predict and the demo now use it
+    else:
+        state = model.trust
+        report = evaluate_trust(model.net, state, arrays["test"], seed=seed)
+    if results and fitted_now:  # the run's results.json and its tracker summary carry it, as after training
+        results["trust"] = report
+        results.setdefault("summary", {}).update(summary(report))
+        write_json(run / RESULTS_FILE, results)
+    test_x = torch.as_tensor(arrays["test"][0])
+    pick = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(seed))[:shift_images].sort().values
+    record = {
+        "run": str(run), "checkpoint": str(ckpt), "experiment": results.get("experiment") or model.name,
+        "recipe": results.get("recipe"), "seed": results.get("seed"), "fitted_now": fitted_now,
+        "report": report, "summary": summary(report),
+        "shift_firing": {"n_images": len(pick), "severities": list(SEVERITIES),
+                         "rates": shift_firing(model.net, state, test_x[pick], seed=seed)},
+        "environment": environment("cpu"),
+    }
+    out = run / OUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / JSON_FILE, record)
+    reliability_diagram(report, out / PNG_FILE, title=f"{record['experiment']} seed {record['seed']}")
+    return record
+
+
+ROWS = [("ECE before (%)", "trust/ece_before", 100), ("ECE after (%)", "trust/ece_after", 100),
+        ("NLL before", "trust/nll_before", 1), ("NLL after", "trust/nll_after", 1),
+        ("Brier before", "trust/brier_before", 1), ("Brier after", "trust/brier_after", 1),
+        ("temperature", "trust/temperature", 1), ("AURC (%)", "trust/aurc", 100), ("AUGRC (%)", "trust/augrc", 100),
+        ("acc at 90 % coverage (%)", "trust/acc_at_90", 100), ("acc at 95 % coverage (%)", "trust/acc_at_95", 100),
+        ("coverage at the review threshold (%)", "trust/coverage", 100),
+        ("far-OOD AUROC (%)", "trust/far_ood_auroc", 100), ("far-OOD FPR at 95 % TPR (%)", "trust/far_ood_fpr95", 100),
+        ("gate fires on clean test (%)", "trust/gate_fires_on_test", 100)]
+
+
+def _groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[f"{r['experiment']} {r['recipe'] or ''}".strip()].append(r)
+    return dict(groups)
+
+
+def trust_table(records: Sequence[dict[str, Any]]) -> str:
+    """Mean ± sample std over runs, one column per experiment (and recipe)."""
+    groups = _groups(records)
+    header = ["", *(f"{name} (n={len(rs)})" for name, rs in groups.items())]
+    rows = [[label, *(format_mean_std([r["summary"][key] for r in rs], scale=scale, digits=4 if scale == 1 else 2)
+                      for rs in groups.values())] for label, key, scale in ROWS]
+    return "\n".join(md_table(header, rows))
+
+
+def shift_table(records: Sequence[dict[str, Any]]) -> str:
+    """Gate firing rate (%) on the shift suite's shifted test copies, mean ± std over runs, per group."""
+    out = []
+    for name, rs in _groups(records).items():
+        rates = [r["shift_firing"]["rates"] for r in rs]
+        header = [f"gate fires (%), {name} (n={len(rs)})", *(f"severity {s}" for s in SEVERITIES)]
+        rows = [["clean test", format_mean_std([r["clean"][0] for r in rates], scale=100, digits=1),
+                 *[""] * (len(SEVERITIES) - 1)]]
+        shifts = [k for k in rates[0] if k != "clean"]
+        rows += [[shift, *(format_mean_std([r[shift][i] for r in rates], scale=100, digits=1)
+                           for i in range(len(SEVERITIES)))] for shift in shifts]
+        rows.append(["mean over shifts", *(format_mean_std([sum(r[s][i] for s in shifts) / len(shifts) for r in rates],
+                                                            scale=100, digits=1) for i in range(len(SEVERITIES)))])
+        out.append("\n".join(md_table(header, rows)))
+    return "\n\n".join(out)

@@ -1,0 +1,63 @@
+"""Fit the trust state (temperature, abstention threshold, out-of-distribution gate) after the test.
+
+Runs once the test has scored the restored best weights (after precise BatchNorm statistics, when the
+recipe recomputes them), so the state matches the network predict and export load. It is written into
+the run's own checkpoint (never one a user handed in with ``train=false ckpt_path=...``), its report
+goes to ``results.json`` (``trust``), and the reliability diagram to ``<run>/trust/reliability.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from bloodcls.training.callbacks import EvalResults
+from bloodcls.uncertainty.figures import reliability_diagram
+from bloodcls.uncertainty.fitting import fit_trust
+from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
+
+log = logging.getLogger(__name__)
+FIGURE = Path("trust") / "reliability.png"
+
+
+def write_trust(checkpoint: Path, state: TrustState) -> None:
+    """Store the fitted state in a Lightning checkpoint file as plain values (atomically)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt[CHECKPOINT_KEY] = state.to_dict()
+    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, checkpoint)
+
+
+class FitTrust(Callback):
+    """``max_train_images``: a seeded subset of the training split for the gate's class means and
+    covariance (64-128 features need far fewer than 12k images; a full pass at 128 px costs minutes on
+    a CPU); null uses all. ``far_ood_n``: images per far-OOD set scored in the report."""
+
+    def __init__(self, max_train_images: int | None = 4000, far_ood_n: int = 200, seed: int = 0) -> None:
+        self.max_train_images, self.far_ood_n, self.seed = max_train_images, far_ood_n, seed
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if not datamodule.splits:
+            datamodule.setup()
+        state, report = fit_trust(pl_module.net, datamodule.splits, self.max_train_images, self.seed, self.far_ood_n)
+        for callback in trainer.callbacks:
+            if isinstance(callback, EvalResults):
+                callback.trust = report
+        cal, gate = report["calibration"], report["gate"]
+        log.info("trust: temperature %.3f, test ECE %.4f -> %.4f, far-OOD AUROC %.4f, gate fires on %.1f %% of the "
+                 "test split", state.temperature, cal["before"]["ece"], cal["after"]["ece"],
+                 gate["far_ood"]["all"]["auroc"], 100 * gate["fires_on_test"])
+        if not trainer.is_global_zero:
+            return
+        reliability_diagram(report, Path(trainer.default_root_dir) / FIGURE)
+        own = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
+        path = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+        if path and own and path.parent.resolve() == Path(own).resolve():
+            write_trust(path, state)

@@ -1,0 +1,50 @@
+"""The fitted trust state a checkpoint carries: plain numbers and tensors, so weights-only loading works.
+
+Stored under ``checkpoint["trust"]`` (and in a safetensors export as tensors + metadata). A checkpoint
+written before it existed has none: predict and the demo then say calibration and the gate are unavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+CHECKPOINT_KEY = "trust"
+VERSION = 1
+
+
+@dataclass
+class TrustState:
+    temperature: float  # divides the logits (fitted on validation)
+    abstain_below: float  # calibrated confidence under which a person should review the prediction
+    max_error: float  # the validation error rate the abstention threshold was chosen for
+    ood_means: torch.Tensor  # C x D class means of the penultimate features (training split)
+    ood_precision: torch.Tensor  # D x D shared precision matrix
+    ood_threshold: float  # gate fires above this score (accepts ID_ACCEPT of validation)
+    id_accept: float
+    feature_layer: str  # the classifier layer whose input the gate reads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": VERSION, "temperature": float(self.temperature), "abstain_below": float(self.abstain_below),
+                "max_error": float(self.max_error), "ood_means": self.ood_means.detach().cpu().contiguous(),
+                "ood_precision": self.ood_precision.detach().cpu().contiguous(),
+                "ood_threshold": float(self.ood_threshold), "id_accept": float(self.id_accept),
+                "feature_layer": str(self.feature_layer)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TrustState | None:
+        if not d or d.get("version") != VERSION:
+            return None
+        return cls(**{k: v for k, v in d.items() if k != "version"})
+
+    def assess(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image: calibrated probabilities, confidence, abstain, gate score and in-distribution flag."""
+        from bloodcls.uncertainty.ood import mahalanobis_score
+
+        proba = (logits.float() / self.temperature).softmax(dim=1)
+        confidence = proba.max(dim=1).values
+        score = mahalanobis_score(features, self.ood_means, self.ood_precision)
+        return {"proba": proba, "confidence": confidence, "abstain": confidence < self.abstain_below,
+                "ood_score": score, "in_distribution": score <= self.ood_threshold}
