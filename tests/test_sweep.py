@@ -40,11 +40,15 @@ def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
     assert "[sweep] job 4/4" in proc.stdout and "elapsed" in proc.stdout
     text = (sweep_dir / "report.md").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| baseline_64 |") or ln.startswith("| inception |")]
-    assert len(rows) == 2 * 3  # performance, macro and per-class tables
+    assert len(rows) == 2 * 4  # performance, macro, per-class and trust tables
     perf = [ln for ln in rows if " ± " in ln]
     assert perf and all("| 2 |" in ln for ln in perf[:2])  # two seeds each
     assert "CPU" in text and "MD5" in text and "commit" in text
-    for name in ("acc_vs_params", "acc_vs_macs", "per_class_f1", "confusion_best", "curves", "sample_predictions"):
+    trust = next(ln for ln in text.splitlines()[text.splitlines().index("## Trust in a prediction (test split; mean ± std "
+                                                                         "over seeds)"):] if ln.startswith("| inception |"))
+    assert trust.count(" ± ") == 6 and "| 2 |" in trust  # ECE before/after, AURC, acc@90, far-OOD AUROC, gate rate
+    for name in ("acc_vs_params", "acc_vs_macs", "per_class_f1", "confusion_best", "curves", "sample_predictions",
+                 "reliability_best_run"):
         _assert_png(sweep_dir / "figures" / f"{name}.png")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -141,4 +142,8 @@ def write_figures(rep: Report, out: Path) -> dict[str, str]:
         sample = sample_predictions(run, out)
         if sample:
             figs["sample predictions"] = sample
+        diagram = run.folder / "trust" / "reliability.png"  # written by callbacks.trust (or python -m bloodcls.trust)
+        if diagram.is_file():
+            shutil.copyfile(diagram, out / "reliability_best_run.png")
+            figs["reliability diagram of the best run (before and after temperature scaling)"] = "reliability_best_run.png"
     return figs

@@ -52,6 +52,10 @@ class Report:
     missing: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The trust columns of the report (x100), from each run's results.json summary (bloodcls.uncertainty.fitting.summary)
+TRUST_KEYS = ("ece_before", "ece_after", "aurc", "acc_at_90", "far_ood_auroc", "gate_fires_on_test")
+
+
 def recipe_of(results: dict[str, Any]) -> str:
     """The run's recipe (conf/recipe/); runs written before recipes existed used the strict Keras layers."""
     return str(results.get("recipe") or "keras (before recipes)")
@@ -127,7 +131,7 @@ def build_report(sweep_dir: str | Path) -> Report:
             if (exp, seed) not in found:
                 rep.missing.append({"experiment": exp, "seed": seed, "status": "not started"})
 
-    perf, macro, per_class, robust = [], [], [], []
+    perf, macro, per_class, robust, trust = [], [], [], [], []
     for exp in experiments:
         done = [r for r in runs if r.experiment == exp and r.ok]
         ref = study.PERFORMANCE.get(exp, {})
@@ -171,7 +175,16 @@ def build_report(sweep_dir: str | Path) -> Report:
                 "shifted_acc_std": mean_std([100 * r.robustness["mean_acc"] for r in with_rob])[1],
                 "drop_mean": _mean([100 * r.robustness["drop_acc"] for r in with_rob]),
             })
+        with_trust = [r.results["summary"] for r in done if "trust/ece_after" in r.results.get("summary", {})]
+        if with_trust:  # callbacks.trust: calibration, abstention and the out-of-distribution gate
+            row = {"experiment": exp, "seeds": len(with_trust)}
+            for key in TRUST_KEYS:
+                vals = [100 * s[f"trust/{key}"] for s in with_trust]
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean(vals), mean_std(vals)[1]
+            trust.append(row)
     rep.tables = {"performance": perf, "macro": macro, "per_class_f1": per_class}
+    if trust:
+        rep.tables["trust"] = trust
     if robust:
         rep.tables["robustness"] = robust
     rep.significance = compare_best(rep)

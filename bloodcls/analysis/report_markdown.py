@@ -82,6 +82,17 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
         lines += md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"],
                            rows) + [""]
 
+    if "trust" in rep.tables:
+        lines += ["## Trust in a prediction (test split; mean ± std over seeds)", "",
+                  "Temperature scaling and the review threshold are fitted on validation, the gate on training "
+                  "features (docs/guide/trust.md).", ""]
+        def pm(r, key):
+            return f"{_num(r[f'{key}_mean'])} ± {_num(r[f'{key}_std'])}"
+        rows = [[r["experiment"], str(r["seeds"]), pm(r, "ece_before"), pm(r, "ece_after"), pm(r, "aurc"),
+                 pm(r, "acc_at_90"), pm(r, "far_ood_auroc"), pm(r, "gate_fires_on_test")] for r in rep.tables["trust"]]
+        lines += md_table(["experiment", "seeds", "ECE before (%)", "ECE after (%)", "AURC (%)",
+                           "acc at 90 % coverage (%)", "far-OOD AUROC (%)", "gate fires on test (%)"], rows) + [""]
+
     sig = rep.significance
     lines += ["## Best experiment", ""]
     if sig.get("runner_up"):
