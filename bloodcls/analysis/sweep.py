@@ -197,12 +197,13 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
 
 def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
     """The report's tables (and figures) in a W&B summary run of the sweep's group."""
+    from bloodcls.training.loggers import logger_names, resolve_wandb_mode
+
     logger = override_value(overrides, "logger")
-    if logger not in (None, "wandb"):
+    if logger is not None and "wandb" not in logger_names(logger):
         return None
     import wandb
 
-    from bloodcls.training.loggers import resolve_wandb_mode
 
     mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
     run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
@@ -219,6 +220,24 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
     run_id = run.id
     wandb.finish()
     return run_id
+
+
+def tracker_hints(sweep_dir: Path, overrides: list[str] | None) -> list[str]:
+    """How to open the sweep in the local trackers it logged to (None: the overrides its plan recorded)."""
+    from bloodcls.training.loggers import local_mlflow_store, logger_names
+
+    if overrides is None:
+        plan = sweep_dir / PLAN_FILE
+        overrides = json.loads(plan.read_text()).get("overrides", []) if plan.is_file() else []
+    names = logger_names(override_value(overrides, "logger"))
+    hints = []
+    if "tensorboard" in names:
+        hints.append(f"TensorBoard: tensorboard --logdir {sweep_dir / 'runs'}")
+    if "mlflow" in names and not override_value(overrides, "logger.mlflow.tracking_uri"):
+        log_dir = override_value(overrides, "paths.log_dir") or "outputs"
+        uri, _ = local_mlflow_store(override_value(overrides, "logger.mlflow.store_dir") or f"{log_dir}/mlflow")
+        hints.append(f"MLflow: mlflow ui --backend-store-uri {uri}  (runs tagged group={sweep_dir.name})")
+    return hints
 
 
 def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:
@@ -257,4 +276,6 @@ def main(argv: list[str]) -> int:
     rep_json = json.loads((sweep_dir / "report.json").read_text())
     unfinished = [r for r in rep_json["runs"] if r["status"] != "completed"] + rep_json["missing"]
     print(f"[sweep] report: {report}" + (f" ({len(unfinished)} job(s) did not finish; listed there)" if unfinished else ""))
+    for hint in tracker_hints(sweep_dir, None if settings.report_only else overrides):
+        print(f"[sweep] {hint}")
     return 1 if (unfinished or returncode) else 0
