@@ -217,9 +217,24 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
         run.log({f"report/figures/{title}": wandb.Image(str(fig_dir / file))})
     run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
                         rep.significance.items() if isinstance(v, (int, float, str, bool))}})
+    if mode == "online":
+        link_workspace(run, rep.sweep_dir.name)
     run_id = run.id
     wandb.finish()
     return run_id
+
+
+def link_workspace(run, group: str) -> None:
+    """Save the sweep's comparison workspace (bloodcls.analysis.workspace) and link it from the summary run."""
+    try:
+        from bloodcls.analysis.workspace import build_workspace, save_workspace
+
+        url = save_workspace(build_workspace(run.entity, run.project, group))
+    except Exception as err:  # noqa: BLE001 - no wandb-workspaces, no permission: the report run stays
+        log.warning("no comparison workspace for %s: %s", group, err)
+        return
+    run.summary["workspace"] = url
+    print(f"[sweep] W&B comparison workspace: {url}", flush=True)
 
 
 def tracker_hints(sweep_dir: Path, overrides: list[str] | None) -> list[str]:
