@@ -75,7 +75,9 @@ def test_tensorboard_holds_epochs_summary_config_and_confusion(tracked_run):
     hparams = data.session_start_info.hparams
     assert hparams["experiment_name"].string_value == "baseline_28" and hparams["data/img_size"].number_value == 28
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {"test/acc", "test/f1"} <= {m.name.tag for m in experiment.metric_infos}
+    assert {"test/acc", "test/f1", "efficiency/macs"} <= {m.name.tag for m in experiment.metric_infos}
+    assert "seed" in hparams and "trainer/max_epochs" in hparams
+    assert "config/text_summary" in tags["tensors"]  # the whole resolved config under TEXT
 
 
 @pytest.mark.slow

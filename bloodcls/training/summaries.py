@@ -10,12 +10,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import yaml
 from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
 CONFUSION_TAG = "test/confusion_matrix"
+# TensorBoard's HPARAMS table: the config keys that tell the study's runs apart and the scores to compare
+# (the whole resolved config is in hparams.yaml and under TEXT; all of it as columns buries these).
+HPARAM_KEYS = ("experiment_name", "group", "seed", "recipe_name", "model/name", "model/arch", "data/img_size",
+               "data/augment", "data/batch_size", "model/optimizer/lr", "trainer/max_epochs")
+HPARAM_METRICS = ("test/acc", "test/f1", "test_tta/acc", "best_val/f1", "efficiency/params_trainable",
+                  "efficiency/macs", "efficiency/train_time_s", "efficiency/epochs_run")
 
 
 def confusion_figure(confmat: list[list[int]], class_names: list[str]):
@@ -52,10 +59,14 @@ def _tensorboard(lg: TensorBoardLogger, results: dict[str, Any], fig) -> None:
     lg.log_metrics(_not_logged_yet(results))
     # The HPARAMS tab: every run's config beside its test scores, one row per run (what Lightning's
     # log_hyperparams(params, metrics) writes, without logging the test scores a second time).
-    params = lg._sanitize_params(_flatten_dict(results["config"]))
+    flat = lg._sanitize_params(_flatten_dict(results["config"]))
+    params = {k: flat[k] for k in HPARAM_KEYS if flat.get(k) is not None}
+    metrics = {k: results["summary"][k] for k in HPARAM_METRICS if k in results["summary"]}
     writer = lg.experiment._get_file_writer()
-    for summary in hparams(params, results["summary"]):
+    for summary in hparams(params, metrics):
         writer.add_summary(summary)
+    config = yaml.safe_dump(results["config"], sort_keys=False)
+    lg.experiment.add_text("config", "    " + config.replace("\n", "\n    "))  # Markdown code block
     if fig is not None:
         lg.experiment.add_figure(CONFUSION_TAG, fig, close=False)
     lg.experiment.flush()
