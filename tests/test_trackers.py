@@ -11,7 +11,7 @@ from bloodcls.errors import UserError
 from bloodcls.training import train
 from bloodcls.training.loggers import local_mlflow_store, logger_names
 from tests.conftest import FAST
-from tests.helpers import compose_train, run_cli
+from tests.helpers import REPO, compose_train, run_cli
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -140,3 +140,21 @@ def test_sweep_runs_sit_side_by_side_in_both_trackers(tracked_sweep):
     assert sorted(r.data.tags["experiment"] for r in runs) == ["baseline_64", "inception"]
     assert all("test/acc" in r.data.metrics and "val/f1" in r.data.metrics for r in runs)
     assert "tensorboard --logdir" in proc.stdout and "mlflow ui" in proc.stdout
+
+
+@pytest.mark.slow
+def test_jobs_starting_together_share_one_new_store(tmp_path):
+    """Three jobs open a fresh local store at once (a sweep's joblib jobs): without the file lock two of
+    three fail in MLflow's database migration (seen: alembic CommandError, sqlite 'table already exists')."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bloodcls.training.loggers import mlflow_logger; "
+            "lg = mlflow_logger(store_dir=sys.argv[1], run_name=sys.argv[2]); print(lg.experiment_id, lg.run_id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "mlflow"), f"job{i}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-800:] for _, err in outs]
+    assert len({out.split()[0] for out, _ in outs}) == 1  # one experiment
+    _, runs = _mlflow_runs(tmp_path / "mlflow")
+    assert sorted(r.info.run_name for r in runs) == ["job0", "job1", "job2"]
