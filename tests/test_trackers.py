@@ -41,10 +41,10 @@ def _mlflow_runs(store: Path, filter_string: str = ""):
 
 @pytest.fixture(scope="module")
 def tracked_run(synthetic_root, tmp_path_factory):
-    """One run logging to CSV, TensorBoard and MLflow at once (logger=[csv,tensorboard,mlflow])."""
+    """One run logging to CSV, TensorBoard, MLflow and W&B (offline) at once."""
     base = tmp_path_factory.mktemp("tracked")
     out = base / "run"
-    cfg = compose_train(["logger=[csv,tensorboard,mlflow]", f"data.root={synthetic_root}", f"paths.log_dir={base}",
+    cfg = compose_train(["logger=[csv,tensorboard,mlflow,wandb]", "logger.wandb.mode=offline", f"data.root={synthetic_root}", f"paths.log_dir={base}",
                          *RUN], output_dir=out)
     return out, base / "mlflow", train(cfg, output_dir=out, group="g1")
 
@@ -52,6 +52,7 @@ def tracked_run(synthetic_root, tmp_path_factory):
 def test_several_trackers_compose_at_once():
     cfg = compose_train(["logger=[csv,tensorboard,mlflow]"])
     assert set(cfg.logger) == {"csv", "tensorboard", "mlflow"}
+    assert compose_train(["logger=tensorboard"]).logger.tensorboard.name == "tensorboard"
     assert logger_names("[csv, tensorboard]") == ["csv", "tensorboard"] and logger_names("wandb") == ["wandb"]
 
 
@@ -98,6 +99,7 @@ def test_mlflow_holds_run_params_metrics_tags_and_figure(tracked_run):
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "test")]
     assert "test/confusion_matrix.png" in artifacts
     assert (out / "csv" / "metrics.csv").is_file()  # the CSV log beside them
+    assert results["wandb"]["mode"] == "offline" and list((out / "wandb").glob("offline-run-*"))
 
 
 def test_unreachable_mlflow_server_is_one_paragraph(tmp_path):
