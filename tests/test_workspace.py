@@ -113,7 +113,7 @@ def test_no_network_when_saving_is_one_paragraph(capsys, monkeypatch):
 
 
 def test_sweep_summary_run_links_the_workspace(monkeypatch):
-    from bloodcls.analysis import sweep, workspace
+    from bloodcls.analysis import trackers, workspace
 
     class Run:
         entity, project = "lab", "bloodcls"
@@ -123,7 +123,7 @@ def test_sweep_summary_run_links_the_workspace(monkeypatch):
 
     monkeypatch.setattr(workspace, "save_workspace", lambda w: f"https://wandb.ai/{w.entity}/{w.project}?nw=x")
     run = Run()
-    sweep.link_workspace(run, "sweep1")
+    trackers.link_workspace(run, "sweep1")
     assert run.summary["workspace"] == "https://wandb.ai/lab/bloodcls?nw=x"
 
     def refuse(w):
@@ -131,5 +131,5 @@ def test_sweep_summary_run_links_the_workspace(monkeypatch):
 
     monkeypatch.setattr(workspace, "save_workspace", refuse)
     run.summary = {}
-    sweep.link_workspace(run, "sweep1")  # a warning, never an error: the report run still finishes
+    trackers.link_workspace(run, "sweep1")  # a warning, never an error: the report run still finishes
     assert "workspace" not in run.summary

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
+from bloodcls.analysis.trackers import link_workspace, tracker_hints
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
 from bloodcls.runs.rundir import RESULTS_FILE
@@ -218,41 +219,10 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
     run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
                         rep.significance.items() if isinstance(v, (int, float, str, bool))}})
     if mode == "online":
-        link_workspace(run, rep.sweep_dir.name)
+        link_workspace(run, rep.sweep_dir.name)  # the comparison workspace, linked from this run
     run_id = run.id
     wandb.finish()
     return run_id
-
-
-def link_workspace(run, group: str) -> None:
-    """Save the sweep's comparison workspace (bloodcls.analysis.workspace) and link it from the summary run."""
-    try:
-        from bloodcls.analysis.workspace import build_workspace, save_workspace
-
-        url = save_workspace(build_workspace(run.entity, run.project, group))
-    except Exception as err:  # noqa: BLE001 - no wandb-workspaces, no permission: the report run stays
-        log.warning("no comparison workspace for %s: %s", group, err)
-        return
-    run.summary["workspace"] = url
-    print(f"[sweep] W&B comparison workspace: {url}", flush=True)
-
-
-def tracker_hints(sweep_dir: Path, overrides: list[str] | None) -> list[str]:
-    """How to open the sweep in the local trackers it logged to (None: the overrides its plan recorded)."""
-    from bloodcls.training.loggers import local_mlflow_store, logger_names
-
-    if overrides is None:
-        plan = sweep_dir / PLAN_FILE
-        overrides = json.loads(plan.read_text()).get("overrides", []) if plan.is_file() else []
-    names = logger_names(override_value(overrides, "logger"))
-    hints = []
-    if "tensorboard" in names:
-        hints.append(f"TensorBoard: tensorboard --logdir {sweep_dir / 'runs'}")
-    if "mlflow" in names and not override_value(overrides, "logger.mlflow.tracking_uri"):
-        log_dir = override_value(overrides, "paths.log_dir") or "outputs"
-        uri, _ = local_mlflow_store(override_value(overrides, "logger.mlflow.store_dir") or f"{log_dir}/mlflow")
-        hints.append(f"MLflow: mlflow ui --backend-store-uri {uri}  (runs tagged group={sweep_dir.name})")
-    return hints
 
 
 def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:
