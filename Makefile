@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,export,scale,demo]"
+	$(BIN)/pip install -q -e ".[dev,export,scale,demo,trackers]"
 	touch $@
 
 # Offline machines with the PBC source pack beside the checkout: build official-layout files once.

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
+from bloodcls.analysis.trackers import link_workspace, tracker_hints
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
 from bloodcls.runs.rundir import RESULTS_FILE
@@ -216,12 +217,13 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
 
 def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
     """The report's tables (and figures) in a W&B summary run of the sweep's group."""
+    from bloodcls.training.loggers import logger_names, resolve_wandb_mode
+
     logger = override_value(overrides, "logger")
-    if logger not in (None, "wandb"):
+    if logger is not None and "wandb" not in logger_names(logger):
         return None
     import wandb
 
-    from bloodcls.training.loggers import resolve_wandb_mode
 
     mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
     run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
@@ -235,6 +237,8 @@ def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: 
         run.log({f"report/figures/{title}": wandb.Image(str(fig_dir / file))})
     run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
                         rep.significance.items() if isinstance(v, (int, float, str, bool))}})
+    if mode == "online":
+        link_workspace(run, rep.sweep_dir.name)  # the comparison workspace, linked from this run
     run_id = run.id
     wandb.finish()
     return run_id
@@ -276,4 +280,6 @@ def main(argv: list[str]) -> int:
     rep_json = json.loads((sweep_dir / "report.json").read_text())
     unfinished = [r for r in rep_json["runs"] if r["status"] != "completed"] + rep_json["missing"]
     print(f"[sweep] report: {report}" + (f" ({len(unfinished)} job(s) did not finish; listed there)" if unfinished else ""))
+    for hint in tracker_hints(sweep_dir, None if settings.report_only else overrides):
+        print(f"[sweep] {hint}")
     return 1 if (unfinished or returncode) else 0

@@ -26,6 +26,8 @@ from bloodcls.runs.resume import keep_csv_history, start_or_resume
 from bloodcls.runs.rundir import RESULTS_FILE, write_json
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
+from bloodcls.training import loggers as trackers
+from bloodcls.training import summaries
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import apply_threads, describe, plan_compute
 from bloodcls.uncertainty.fitting import summary as trust_summary
@@ -133,6 +135,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     outcome = EvalResults()  # the module hands its scores and test predictions here
     callbacks += [EpochSeed(cfg.seed), history, ResumeLikeUninterrupted(), outcome]
     group = _wire_wandb(cfg, record, group)
+    trackers.tag_runs(cfg, group)  # MLflow's tags.group
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=compute.precision)
     record.trainer = trainer
@@ -176,6 +179,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
         if wb is not None:
             results["wandb"] = {"id": wb.version, "mode": getattr(wb.experiment.settings, "mode", None)}
             _log_summary_to_wandb(wb, results, datamodule.class_names)
+        summaries.log_summary(loggers, results, datamodule.class_names)  # TensorBoard and MLflow
         write_json(output_dir / RESULTS_FILE, results)
     _close_wandb_run(exit_code=0)  # one W&B run per job: the next job of a multirun starts its own
     if trainer.is_global_zero:
