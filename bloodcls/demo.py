@@ -1,4 +1,5 @@
-"""Command line: try a trained model in the browser: drop in a cell image, see the 8 probabilities and where the model looked.
+"""Command line: try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the model
+looked and whether to trust the answer.
 
     python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
@@ -16,6 +17,7 @@ from pathlib import Path
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.inference.demo import build_app, example_images, load_demo_model
 from bloodcls.inference.images import add_max_pixels_option
+from bloodcls.inference.predict import NO_TRUST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(model, max_pixels=args.max_pixels)
     print(f"bloodcls demo: {model.trained.hparams.get('arch') or model.trained.name} at {model.trained.img_size} px "
           f"on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    if model.trained.trust is None:  # said at start too, not only in the page
+        print(f"note: {NO_TRUST}", file=sys.stderr, flush=True)
     try:
         app.launch(server_name=args.host, server_port=args.port, ssr_mode=False, quiet=True,
                    allowed_paths=[str(examples_dir)], footer_links=["api"])

@@ -1,13 +1,17 @@
-"""Try a trained model in the browser: drop in a cell image, see the 8 probabilities and where the model looked.
+"""Try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the model looked and
+whether to trust the answer.
 
     python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
 A local Gradio app. An image is prepared by :mod:`bloodcls.inference.predict`'s own code (same reader, centre
-square, bicubic resize, same probabilities), so the page and ``python -m bloodcls.predict --json`` agree. The
-model is loaded once; a bad file gets a message in the page and the server keeps going. Beside the
-answer: the run's recipe, test accuracy and per-class F1 from its ``results.json``, so a user knows how
-far to trust it. A research tool, not a diagnostic device.
+square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``python -m
+bloodcls.predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
+gets "does not look like a BloodMNIST cell image" instead of a class, and one below the review threshold "uncertain:
+have a person review it" with the best guess; a checkpoint written before trust states names the class as before,
+with a note. The model is loaded once; a bad file gets a message in the page and the server keeps going. Beside
+the answer: the run's recipe, test accuracy, calibration and gate scores and per-class F1 from its
+``results.json``, so a user knows how far to trust it. A research tool, not a diagnostic device.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from bloodcls.analysis.markdown import md_table
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
-from bloodcls.inference.predict import predict_proba, to_tensor
+from bloodcls.inference.predict import NOT_A_CELL, REVIEW, TOP_K, assess, to_tensor
+from bloodcls.inference.predict import verdict as row_verdict
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 from bloodcls.runs.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 
 PREDICTED = "predicted class"
 VIEW_PX = 256  # images are shown at this size (nearest-neighbour, so the model's pixels stay visible)
+NO_TRUST_NOTE = "uncalibrated: calibration and the not-a-cell gate are unavailable for this checkpoint"
 DISCLAIMER = ("**Research tool, not a diagnostic device.** It was trained on BloodMNIST (PBC dataset, one "
               "hospital's smears and scanner); its answer on other images may be wrong without warning.")
 
@@ -62,11 +68,12 @@ def load_demo_model(target: str | Path) -> DemoModel:
 
 
 def model_facts(model: DemoModel) -> str:
-    """Markdown: architecture, input size, recipe, test accuracy and per-class F1, with where they came from."""
+    """Markdown: architecture, input size, trust state, recipe, test accuracy, trust scores and per-class F1."""
     t, r = model.trained, model.results
     arch = t.hparams.get("arch") or t.name
     lines = [f"**Model:** {arch} ({t.name}), {t.img_size} px input, checkpoint `{t.path.name}`"
              + (f" (epoch {t.info['epoch']})" if "epoch" in t.info else "")]
+    lines.append(trust_facts(t))
     if not r:
         lines.append("No results.json beside this checkpoint: its test scores are unknown.")
         return "\n\n".join(lines)
@@ -78,6 +85,9 @@ def model_facts(model: DemoModel) -> str:
         tta = (r.get("test_tta") or {}).get("acc")
         lines.append(f"**Test accuracy:** {100 * test['acc']:.2f} %" + (f" ({100 * tta:.2f} % with TTA)" if tta else "")
                      + f" · macro F1 {100 * (test.get('f1') or 0):.2f} % on the test split of the run's data")
+    if measured := trust_scores(r.get("trust") or {}):
+        lines.append(measured)
+    if test.get("acc") is not None:
         scores = test.get("scores") or {}
         rows = [[c, f"{100 * scores[f'test/f1/{c}']:.1f}"] for c in t.class_names if f"test/f1/{c}" in scores]
         if rows:
@@ -85,29 +95,92 @@ def model_facts(model: DemoModel) -> str:
     return "\n\n".join(lines)
 
 
+def trust_scores(trust: dict[str, Any]) -> str:
+    """Markdown: how the run measured its calibration, abstention and gate on its test split ("" if it did not)."""
+    cal, sel, gate = trust.get("calibration") or {}, trust.get("selective") or {}, trust.get("gate") or {}
+    parts = []
+    if isinstance(cal.get("before"), dict) and isinstance(cal.get("after"), dict):
+        parts.append(f"ECE {100 * cal['before']['ece']:.2f} % → {100 * cal['after']['ece']:.2f} % calibrated")
+    if sel.get("acc_at_90") is not None:
+        parts.append(f"accuracy at 90 % coverage {100 * sel['acc_at_90']:.2f} %")
+    if gate.get("fires_on_test") is not None:
+        parts.append(f"the gate turns away {100 * gate['fires_on_test']:.1f} % of clean test images")
+    aurocs = [v["auroc"] for v in (gate.get("far_ood") or {}).values() if isinstance(v, dict) and "auroc" in v]
+    if aurocs:
+        parts.append(f"far-OOD AUROC ≥ {min(aurocs):.3f}")
+    return ("**Trust on the test split:** " + " · ".join(parts)) if parts else ""
+
+
 def _view(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((VIEW_PX, VIEW_PX), Image.NEAREST))
 
 
+def trust_facts(t: TrainedModel) -> str:
+    """Markdown: the checkpoint's temperature and thresholds, so a user can read the headline's numbers."""
+    trust = t.trust
+    if trust is None:
+        return f"**Trust:** {NO_TRUST_NOTE} (written before they existed): the probabilities are the raw softmax."
+    return (f"**Trust:** probabilities calibrated (temperature {trust.temperature:.3g}) · below "
+            f"{pct(trust.abstain_below)} confidence: *{REVIEW}* (chosen for ≤ {pct(trust.max_error)} validation "
+            f"error) · gate score above {trust.ood_threshold:.3g}: *{NOT_A_CELL}* (set to let "
+            f"at least {pct(trust.id_accept)} of cell images through)")
+
+
+def pct(p: float) -> str:
+    """A percentage with 2 decimals, more where 2 would round a value under 1 up to 100.00 %."""
+    text = f"{100 * p:.2f}"
+    if text == "100.00" and p < 1:
+        text = f"{100 * p:.6f}".rstrip("0")
+    return f"{text} %"
+
+
 def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str = PREDICTED,
             max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
-    """Everything the page shows for one file; an unusable file raises :class:`ImageError`."""
+    """Everything the page shows for one file; an unusable file raises :class:`ImageError`.
+
+    ``row`` holds predict's JSON fields for the image (same calibration, gate and ``verdict``)."""
     t = model.trained
     image = load_image(path, t.img_size, max_pixels=max_pixels)
-    probs = predict_proba(t.net, image[None], tta=tta)[0]
-    best = int(np.argmax(probs))
+    judged = assess(t, image[None], tta=tta)
+    probs = judged["proba"][0]
+    order = np.argsort(-probs)
+    best = int(order[0])
+    row: dict[str, Any] = {
+        "class": t.class_names[best],
+        "probability": float(probs[best]),
+        "top": [{"class": t.class_names[i], "probability": float(probs[i])} for i in order[:TOP_K]],
+        "probabilities": {c: float(p) for c, p in zip(t.class_names, probs, strict=True)},
+        "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
+    }
+    if "confidence" in judged:
+        row.update(confidence=float(judged["confidence"][0]), abstain=bool(judged["abstain"][0]),
+                   in_distribution=bool(judged["in_distribution"][0]), ood_score=float(judged["ood_score"][0]))
+    row["verdict"] = row_verdict(row)
     cam_class = best if target in (None, "", PREDICTED) else t.class_names.index(target)
     cam = saliency_map(t.net, to_tensor(image[None]), target=cam_class, layer=model.cam)
     return {
-        "class": t.class_names[best],
-        "probability": float(probs[best]),
-        "probabilities": {c: float(p) for c, p in zip(t.class_names, probs, strict=True)},
+        **row,
+        "row": row,
         "tta": tta,
         "seen": _view(image),
         "cam": _view(overlay(image, cam.heat)),
         "cam_class": t.class_names[cam_class],
         "cam_method": cam.method,
     }
+
+
+def headline(model: DemoModel, a: dict[str, Any]) -> str:
+    """The verdict line: no class named when the gate fires, a review request below the threshold."""
+    trust, tta = model.trained.trust, " · TTA x8" if a["tta"] else ""
+    cam = f" · map for **{a['cam_class']}** ({a['cam_method']})"
+    if a["verdict"] == "not_a_cell":
+        return (f"**{NOT_A_CELL}**: no class is given (gate score {a['ood_score']:.3g} > {trust.ood_threshold:.3g})."
+                " Try a single stained blood cell, imaged like the PBC smears.")
+    named = f"**{a['class']}** ({pct(a['probability'])})"
+    if a["verdict"] == "review":
+        return f"**{REVIEW}** · best guess {named}, below {pct(trust.abstain_below)}{tta}{cam}"
+    note = f" · {NO_TRUST_NOTE}" if a["verdict"] == "unchecked" else ""
+    return named + tta + cam + note
 
 
 def probability_table(probabilities: dict[str, float]) -> str:
@@ -142,17 +215,21 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
     t = model.trained
 
     def run(path: str | None, tta: bool, target: str):
-        """(verdict, probabilities, table, seen, map, path to remember): never raises, so the server lives on."""
+        """(headline, probabilities, table, seen, map, predict's JSON row, path to remember): never raises, so the
+        server lives on."""
         if not path:
-            return "Drop a cell image above (PNG, JPEG, TIFF or BMP).", None, "", None, None, None
+            return "Drop a cell image above (PNG, JPEG, TIFF or BMP).", None, "", None, None, None, None
         try:
             a = analyse(model, path, tta=tta, target=target, max_pixels=max_pixels)
         except ImageError as err:
             return (f"**Cannot use this file:** {Path(path).name}: {err}. Try a PNG, JPEG, TIFF or BMP image of "
-                    "one cell."), None, "", None, None, None
-        verdict = (f"**{a['class']}** ({100 * a['probability']:.2f} %)" + (" · TTA x8" if a["tta"] else "")
-                   + f" · map for **{a['cam_class']}** ({a['cam_method']})")
-        return verdict, a["probabilities"], probability_table(a["probabilities"]), a["seen"], a["cam"], path
+                    "one cell."), None, "", None, None, None, None
+        table = probability_table(a["probabilities"])
+        if a["verdict"] == "not_a_cell":  # the label's headline would name a class: show the refusal there too
+            label, table = NOT_A_CELL, f"*The classifier's scores anyway (not meaningful for this image):*\n\n{table}"
+        else:
+            label = a["probabilities"]
+        return headline(model, a), label, table, a["seen"], a["cam"], {"tta": tta, **a["row"]}, path
 
     with gr.Blocks(title="bloodcls demo") as app:
         gr.Markdown("## Blood-cell classifier\n" + DISCLAIMER)
@@ -172,8 +249,10 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
                 with gr.Row():
                     seen = gr.Image(label=f"As the model saw it ({t.img_size} px)", elem_id="seen", interactive=False)
                     cam = gr.Image(label="Where it looked (HiResCAM)", elem_id="cam", interactive=False)
+                with gr.Accordion("As python -m bloodcls.predict --json reports it", open=False):
+                    details = gr.JSON(elem_id="json", show_label=False)
         current = gr.State(None)  # the last image, re-scored when TTA or the map's class changes
-        outputs = [verdict, label, table, seen, cam, current]
+        outputs = [verdict, label, table, seen, cam, details, current]
         upload.upload(run, [upload, tta, target], outputs, api_name="classify")
         pasted.upload(run, [pasted, tta, target], outputs, api_name=False)
         for control in (tta, target):

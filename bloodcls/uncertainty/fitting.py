@@ -106,6 +106,7 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
     far["all"] = {**gate_scores(out["ood_score"], torch.cat(all_ood)),
                   "fires": float((torch.cat(all_ood) > state.ood_threshold).double().mean())}
     return {
+        "test_acc": float((before.argmax(1) == labels).double().mean()),  # fp32, as predict computes it
         "temperature": state.temperature,
         "calibration": {"before": calibration_scores(before, labels), "after": calibration_scores(after, labels)},
         "reliability": {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)},
