@@ -182,7 +182,7 @@ def test_gate_score_is_pytorch_oods_mahalanobis_and_the_threshold_holds():
     assert torch.allclose(mahalanobis_score(new, **stats), ref.predict_features(new), rtol=1e-4, atol=1e-6)
     # The threshold lets at least 95 % of fresh in-distribution draws through in most repetitions.
     passed = []
-    for rep in range(40):
+    for _ in range(40):
         val, fresh = torch.randn(1000, generator=g), torch.randn(20000, generator=g)
         passed.append(float((fresh <= accept_threshold(val)).double().mean()))
     assert sum(p >= 0.95 for p in passed) >= 34 and min(passed) > 0.94  # ~95 % confidence, never far below
