@@ -113,9 +113,10 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
+    datamodule = instantiate(cfg.data)  # reads no file yet
+    # Cheap checks first: an unknown architecture or a bad model setting stops before the data file is looked for.
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
     model.set_class_weights(datamodule.train_class_weights())  # the study's class-weighted loss
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
