@@ -97,13 +97,34 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
 
 def check_checkpoint(target: ResumeTarget) -> dict[str, Any]:
     """Load the checkpoint weights-only before Lightning does: refuse crafted or broken files clearly."""
+    return _read_for_lightning(target.checkpoint, training=True)
+
+
+def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
+    """``ckpt_path=`` read as ``resume=`` reads its checkpoint, before Lightning unpickles it: a missing, empty,
+    unreadable or crafted file is one paragraph (exit 2), never Lightning's traceback. ``training``: the run
+    continues from it (``trainer.fit``), so it must hold the training state; else it is only scored."""
+    if ckpt_path in (None, ""):
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    _read_for_lightning(path, training=training)
+    return path
+
+
+def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
     from bloodcls.inference.checkpoint import read_checkpoint
 
-    contents = read_checkpoint(target.checkpoint)
-    if "optimizer_states" not in contents or "loops" not in contents:
+    contents = read_checkpoint(path)
+    if contents.get("format") == "safetensors":
+        raise ResumeError(f"{path} is an exported model (weights only), which predict, the demo and the shift suite "
+                          "read; training and train=false scoring take the run's .ckpt file it was exported from.")
+    if not isinstance(contents.get("state_dict"), dict):
+        raise ResumeError(f"{path} holds no Lightning state_dict, so it is not a checkpoint of a bloodcls run. "
+                          "Pick a run's checkpoints/best.ckpt (scoring) or last.ckpt (training on).")
+    if training and ("optimizer_states" not in contents or "loops" not in contents):
         raise ResumeError(
-            f"{target.checkpoint} holds weights but no training state (optimizer, epoch counter), so training "
-            "cannot continue from it. Pick the run's checkpoints/last.ckpt."
+            f"{path} holds weights but no training state (optimizer, epoch counter), so training "
+            "cannot continue from it. Pick the run's checkpoints/last.ckpt, or score it with train=false."
         )
     return contents
 

@@ -21,7 +21,7 @@ from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.models.profiling import efficiency
 from bloodcls.runs.environment import environment
-from bloodcls.runs.resume import keep_csv_history, start_or_resume
+from bloodcls.runs.resume import check_ckpt_path, keep_csv_history, start_or_resume
 from bloodcls.runs.rundir import RESULTS_FILE, write_json
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
@@ -99,6 +99,8 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     check_config(cfg)  # wrong types and out-of-range values stop here, before any folder or file is touched
     output_dir = Path(output_dir)
     target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
+    if target is None:  # ckpt_path= is read like resume= (weights-only, one paragraph for a bad file)
+        check_ckpt_path(cfg.get("ckpt_path"), training=bool(cfg.get("train", True)))
     resumed_from = target.checkpoint if target is not None else None
     with record_run(output_dir, cfg.get("run_name"), cfg.get("experiment_name"), resumed_from) as record:
         try:
