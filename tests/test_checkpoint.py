@@ -5,13 +5,8 @@ import pickle
 import pytest
 import torch
 
+from bloodcls.common.checkpoints import CheckpointError, UnsafeCheckpointError, load_trained, read_checkpoint
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    load_trained,
-    read_checkpoint,
-)
 from bloodcls.training.module import BloodCellClassifier
 
 

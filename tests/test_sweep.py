@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from bloodcls.analysis.report import build_report
-from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.analysis.sweep import main as sweep_main
 from bloodcls.analysis.sweep import parse_args
+from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
 from tests.conftest import FAST
 from tests.helpers import no_data, run_cli

@@ -13,10 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloodcls.analysis.markdown import md_table
 from bloodcls.analysis.report import read_run, recipe_of
-from bloodcls.analysis.stats import format_mean_std
-from bloodcls.runs.rundir import RESULTS_FILE
+from bloodcls.common.markdown import md_table
+from bloodcls.common.rundir import RESULTS_FILE
+from bloodcls.common.stats import format_mean_std
 
 
 def find_runs(folders: list[Path]) -> list[Any]:

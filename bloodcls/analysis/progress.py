@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bloodcls.runs.rundir import RESULTS_FILE, STATUS_FILE
+from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE
 
 
 def _fmt(seconds: float) -> str:

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from bloodcls.analysis import study
-from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.common.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
+from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
-from bloodcls.runs.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
+from bloodcls.models import study
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import csv
 import json
 from pathlib import Path
 
-from bloodcls.analysis import study
-from bloodcls.analysis.markdown import md_table
 from bloodcls.analysis.report import Report, _num
+from bloodcls.common.markdown import md_table
 from bloodcls.data import CLASS_NAMES
+from bloodcls.models import study
 
 
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:

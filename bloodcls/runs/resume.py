@@ -6,7 +6,7 @@ What is restored, and from where:
   the run's ``last.ckpt`` through Lightning's ``ckpt_path``;
 - the config: :func:`resume_argv` replays the run's own overrides (``.hydra/overrides.yaml``)
   before the ones on the command line, so ``resume=<folder>`` alone rebuilds the same run;
-- the folder: the ``resume_dir`` resolver makes ``hydra.run.dir`` the run's folder, and Hydra saves
+- the folder: the ``resume_dir`` resolver (:mod:`bloodcls.config`) makes ``hydra.run.dir`` the run's folder, and Hydra saves
   the resumed invocation's config under ``.hydra-resume-<time>/`` so ``.hydra/`` stays the original;
 - the W&B run: its id is kept in ``status.json`` and passed back to the logger.
 
@@ -29,13 +29,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bloodcls.common.checkpoints import read_checkpoint
+from bloodcls.common.rundir import (
+    CHECKPOINT_DIR,
+    HYDRA_SUBDIR,
+    LAST_CKPT,
+    RESULTS_FILE,
+    STATUS_FILE,
+    run_folder_of,
+)
 from bloodcls.config import override_key
 from bloodcls.errors import UserError
-from bloodcls.runs.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
 from bloodcls.runs.status import COMPLETED, is_rank_zero, read_status, still_running
 
 LAST = LAST_CKPT
-HYDRA_SUBDIR = ".hydra"
 
 
 class ResumeError(UserError):
@@ -46,15 +53,6 @@ class ResumeError(UserError):
 class ResumeTarget:
     checkpoint: Path
     run_dir: Path | None  # None: a checkpoint outside any run folder (continued in a new folder)
-
-
-def run_folder_of(checkpoint: Path) -> Path | None:
-    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` next to ``<run>/.hydra``)."""
-    checkpoint = Path(checkpoint)
-    run = checkpoint.parent.parent
-    if checkpoint.parent.name == CHECKPOINT_DIR and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
-        return run
-    return None
 
 
 def resolve_resume(resume: str | Path) -> ResumeTarget:
@@ -112,8 +110,6 @@ def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
 
 
 def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
-    from bloodcls.inference.checkpoint import read_checkpoint
-
     contents = read_checkpoint(path)
     if contents.get("format") == "safetensors":
         raise ResumeError(f"{path} is an exported model (weights only), which predict, the demo and the shift suite "
@@ -129,23 +125,7 @@ def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
     return contents
 
 
-# -- Hydra side ------------------------------------------------------------------------------
-def resume_dir(resume: Any, default: str) -> str:
-    """Resolver for ``hydra.run.dir``: the resumed run's folder, else ``default`` (a fresh folder)."""
-    if resume in (None, ""):
-        return default
-    path = Path(str(resume)).expanduser()
-    run = path if path.is_dir() else run_folder_of(path)
-    return str(run) if run is not None else default
-
-
-def hydra_subdir(resume: Any, stamp: str) -> str:
-    """Resolver for ``hydra.output_subdir``: a resumed run keeps its original ``.hydra/`` untouched."""
-    if resume_dir(resume, "") == "":
-        return HYDRA_SUBDIR
-    return f"{HYDRA_SUBDIR}-resume-{stamp}"
-
-
+# -- Hydra side (the run-folder resolvers are in bloodcls.config) ----------------------------
 def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 

@@ -16,13 +16,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from bloodcls.common.rundir import RESULTS_FILE, write_json
 from bloodcls.config import instantiate
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.models.profiling import efficiency
 from bloodcls.runs.environment import environment
 from bloodcls.runs.resume import check_ckpt_path, keep_csv_history, start_or_resume
-from bloodcls.runs.rundir import RESULTS_FILE, write_json
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch

@@ -1,4 +1,4 @@
-"""Load a trained network from a checkpoint without ever running code stored in the file.
+"""Checkpoint files read without ever running code stored in them, and written atomically.
 
 Lightning checkpoints are pickles, and unpickling can call any function the file names. Here they
 are read with ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers
@@ -6,7 +6,9 @@ and refuses everything else. bloodcls checkpoints need no allow-list: the Lightn
 only plain values in its hyper-parameters, and Lightning's own entries (loop progress, callback
 and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safetensors`` files written
 by ``python -m bloodcls.export --format safetensors`` hold the same weights and hyper-parameters
-with no pickle at all. Prediction, export and ``resume=`` all load through here.
+with no pickle at all. Every way a checkpoint comes in reads it here: ``resume=``, ``ckpt_path=`` (training
+and ``train=false`` scoring), prediction, export, the demo and the shift suite. A shared leaf: it knows
+files, not models (:mod:`bloodcls.common.checkpoints` rebuilds the network).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 
+REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
 NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
 SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
-REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
 
 
 class UnsafeCheckpointError(UserError):
@@ -36,19 +39,6 @@ class UnsafeCheckpointError(UserError):
 
 class CheckpointError(UserError):
     """The file is missing, unreadable, or not a bloodcls checkpoint."""
-
-
-@dataclass
-class TrainedModel:
-    """A rebuilt network in eval mode plus what a user of it needs to know."""
-
-    net: nn.Module
-    name: str
-    img_size: int
-    class_names: list[str]
-    hparams: dict[str, Any]
-    path: Path
-    info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
 
 
 def _unsafe_message(path: Path, err: Exception) -> str:
@@ -90,18 +80,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # truncated zip, empty file, not a torch file at all, ...
         raise CheckpointError(_unreadable(path, err)) from None
     if not isinstance(contents, dict):
-        raise CheckpointError(f"{path} holds a {type(contents).__name__}, not a checkpoint dictionary. {_HINT}")
+        raise CheckpointError(f"{path} holds a {type(contents).__name__}, not a checkpoint dictionary. {CHECKPOINT_HINT}")
     return contents
 
 
-_HINT = "Use a .ckpt file from a bloodcls run folder (checkpoints/best.ckpt or last.ckpt)."
+CHECKPOINT_HINT = "Use a .ckpt file from a bloodcls run folder (checkpoints/best.ckpt or last.ckpt)."
 
 
 def _unreadable(path: Path, err: Exception) -> str:
     detail = str(err).split(".")[0].strip() or type(err).__name__
     size = path.stat().st_size
     state = "is empty" if size == 0 else f"is not a readable PyTorch checkpoint ({type(err).__name__}: {detail})"
-    return f"{path} {state}: it may be truncated (an interrupted copy or download) or another kind of file. {_HINT}"
+    return f"{path} {state}: it may be truncated (an interrupted copy or download) or another kind of file. {CHECKPOINT_HINT}"
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
@@ -131,6 +121,24 @@ def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
 
 
+def write_checkpoint(path: str | Path, contents: dict[str, Any]) -> None:
+    """``torch.save`` atomically: a killed job leaves the old checkpoint, never half a new one."""
+    atomic_write(Path(path), lambda tmp: torch.save(contents, tmp))
+
+
+@dataclass
+class TrainedModel:
+    """A rebuilt network in eval mode plus what a user of it needs to know."""
+
+    net: nn.Module
+    name: str
+    img_size: int
+    class_names: list[str]
+    hparams: dict[str, Any]
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
+
+
 def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
     path = Path(path).expanduser()
@@ -139,7 +147,7 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
         raise CheckpointError(
             f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
-            f"input size and classes. {_HINT}"
+            f"input size and classes. {CHECKPOINT_HINT}"
         )
     net = build_from_hparams(hparams, weights=False)
     state = network_state(contents)
@@ -148,7 +156,7 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     except RuntimeError as err:
         raise CheckpointError(
             f"{path} does not fit the {hparams['name']} model at {hparams['img_size']} px that its hyper-parameters "
-            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {_HINT}"
+            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {CHECKPOINT_HINT}"
         ) from None
     net.eval()
     class_names = [str(c) for c in hparams.get("class_names") or []]

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 
 RESULTS_FILE = "results.json"
@@ -23,6 +23,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
 ROBUSTNESS_DIR = "robustness"
+HYDRA_SUBDIR = ".hydra"
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -36,10 +37,18 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     """Write atomically (a temporary file renamed over the target), so a killed job never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    text = json.dumps(payload, indent=2, default=str)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def run_folder_of(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` next to ``<run>/.hydra`` or
+    ``<run>/status.json``), else None: the one home of checkpoint -> run folder."""
+    checkpoint = Path(checkpoint)
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name == CHECKPOINT_DIR and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
+        return run
+    return None
 
 
 def run_checkpoint(run: str | Path) -> Path | None:
