@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloodcls.common.checkpoints import load_trained
 from bloodcls.errors import UserError, report_user_errors
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.export import ATOL, FORMATS, OPSET, export
 
 

@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from bloodcls.common.checkpoints import load_trained
 from bloodcls.errors import report_user_errors
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.images import add_max_pixels_option
 from bloodcls.inference.predict import classify, format_text
 

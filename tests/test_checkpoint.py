@@ -5,8 +5,9 @@ import pickle
 import pytest
 import torch
 
-from bloodcls.common.checkpoints import CheckpointError, UnsafeCheckpointError, load_trained, read_checkpoint
+from bloodcls.common.checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.training.module import BloodCellClassifier
 
 

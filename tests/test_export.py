@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bloodcls.common.checkpoints import load_trained
 from bloodcls.errors import UserError
 from bloodcls.export import main
 from bloodcls.inference import export as export_mod
+from bloodcls.inference.checkpoint import load_trained
 
 
 def _inputs(n=3):

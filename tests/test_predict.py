@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bloodcls.common.checkpoints import load_trained
 from bloodcls.common.tta import eight_views
 from bloodcls.data import BloodMNISTDataModule, load_npz
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.images import ImageError, load_image
 from bloodcls.inference.predict import classify, predict_proba
 from bloodcls.predict import main

@@ -10,8 +10,8 @@ import timm
 import torch
 from PIL import Image
 
-from bloodcls.common.checkpoints import load_trained
 from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.models import build_from_hparams, build_model, timm_backbone
 from bloodcls.models.profiling import efficiency, parameter_counts
 from tests.conftest import FAST

@@ -8,7 +8,7 @@ and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safeten
 by ``python -m bloodcls.export --format safetensors`` hold the same weights and hyper-parameters
 with no pickle at all. Every way a checkpoint comes in reads it here: ``resume=``, ``ckpt_path=`` (training
 and ``train=false`` scoring), prediction, export, the demo and the shift suite. A shared leaf: it knows
-files, not models (:mod:`bloodcls.common.checkpoints` rebuilds the network).
+files, not models (:mod:`bloodcls.inference.checkpoint` rebuilds the network).
 """
 
 from __future__ import annotations
@@ -17,18 +17,14 @@ import json
 import pickle
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
-from bloodcls.models import build_from_hparams
 
-REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
 NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
 SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
 
@@ -124,44 +120,3 @@ def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
 def write_checkpoint(path: str | Path, contents: dict[str, Any]) -> None:
     """``torch.save`` atomically: a killed job leaves the old checkpoint, never half a new one."""
     atomic_write(Path(path), lambda tmp: torch.save(contents, tmp))
-
-
-@dataclass
-class TrainedModel:
-    """A rebuilt network in eval mode plus what a user of it needs to know."""
-
-    net: nn.Module
-    name: str
-    img_size: int
-    class_names: list[str]
-    hparams: dict[str, Any]
-    path: Path
-    info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
-
-
-def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
-    path = Path(path).expanduser()
-    contents = read_checkpoint(path, map_location)
-    hparams = contents.get("hyper_parameters")
-    if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
-        raise CheckpointError(
-            f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
-            f"input size and classes. {CHECKPOINT_HINT}"
-        )
-    net = build_from_hparams(hparams, weights=False)
-    state = network_state(contents)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path} does not fit the {hparams['name']} model at {hparams['img_size']} px that its hyper-parameters "
-            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {CHECKPOINT_HINT}"
-        ) from None
-    net.eval()
-    class_names = [str(c) for c in hparams.get("class_names") or []]
-    if len(class_names) != int(hparams["num_classes"]):
-        class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
-    info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
-    return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
-                        hparams=dict(hparams), path=path, info=info)

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bloodcls.common.checkpoints import TrainedModel, load_trained
 from bloodcls.common.markdown import md_table
 from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.inference.predict import predict_proba, to_tensor
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map

@@ -11,7 +11,7 @@
 
 After writing, the export is run on sample inputs next to the PyTorch network; it is kept only if
 every output matches within ``--atol`` (1e-4). An existing file is never overwritten without ``--force``.
-The checkpoint is loaded weights-only (:mod:`bloodcls.common.checkpoints`).
+The checkpoint is loaded weights-only (:mod:`bloodcls.inference.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.common.checkpoints import SAFETENSORS_KEY, TrainedModel, load_trained
+from bloodcls.common.checkpoints import SAFETENSORS_KEY
 from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import TrainedModel, load_trained
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 ATOL = 1e-4

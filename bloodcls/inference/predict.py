@@ -7,7 +7,7 @@ Each image is prepared like the dataset (RGB, centre square, bicubic resize to t
 input size) and gets its class, that class's probability and the top three. ``--tta`` averages
 the probabilities over the eight rotations and flips. A file that cannot be read is reported and
 the others still run; the exit status is 1 if any failed (2 for a bad checkpoint or arguments).
-The checkpoint is loaded weights-only (:mod:`bloodcls.common.checkpoints`).
+The checkpoint is loaded weights-only (:mod:`bloodcls.inference.checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.common.checkpoints import TrainedModel
 from bloodcls.common.tensors import to_float_images
 from bloodcls.common.tta import tta_proba
+from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.inference.images import (
     MAX_PIXELS,
     ImageError,

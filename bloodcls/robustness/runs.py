@@ -18,7 +18,7 @@ from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FIL
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network of a training checkpoint (weights only, never unpickled code) and its hyper-parameters."""
-    from bloodcls.common.checkpoints import load_trained
+    from bloodcls.inference.checkpoint import load_trained
 
     trained = load_trained(checkpoint)
     return trained.net.eval(), dict(trained.hparams)

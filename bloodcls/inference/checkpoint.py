@@ -1,0 +1,60 @@
+"""A trained network rebuilt from a checkpoint file, for prediction, export, the demo and the shift suite.
+
+The file is read by :func:`bloodcls.common.checkpoints.read_checkpoint` (weights-only, never unpickled code);
+here the network its hyper-parameters name is built and its weights loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bloodcls.common.checkpoints import CHECKPOINT_HINT, CheckpointError, network_state, read_checkpoint
+from bloodcls.models import build_from_hparams
+
+REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
+
+
+@dataclass
+class TrainedModel:
+    """A rebuilt network in eval mode plus what a user of it needs to know."""
+
+    net: nn.Module
+    name: str
+    img_size: int
+    class_names: list[str]
+    hparams: dict[str, Any]
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
+
+
+def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
+    path = Path(path).expanduser()
+    contents = read_checkpoint(path, map_location)
+    hparams = contents.get("hyper_parameters")
+    if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
+            f"input size and classes. {CHECKPOINT_HINT}"
+        )
+    net = build_from_hparams(hparams, weights=False)
+    state = network_state(contents)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} does not fit the {hparams['name']} model at {hparams['img_size']} px that its hyper-parameters "
+            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {CHECKPOINT_HINT}"
+        ) from None
+    net.eval()
+    class_names = [str(c) for c in hparams.get("class_names") or []]
+    if len(class_names) != int(hparams["num_classes"]):
+        class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
+    info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
+    return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
+                        hparams=dict(hparams), path=path, info=info)
