@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
 from bloodcls.common.files import REPO
-from bloodcls.common.rundir import RESULTS_FILE
+from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
 
@@ -185,11 +185,11 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
     """Run the shift suite on the finished runs (all, or those of the listed experiments) not scored yet."""
     from bloodcls import robustness
 
-    for job in sorted((sweep_dir / "runs").glob("*/")):
-        results = job / RESULTS_FILE
-        if not results.is_file():
+    for job in job_folders(sweep_dir / "runs"):
+        results = read_json(job / RESULTS_FILE)
+        if results is None:
             continue
-        experiment = json.loads(results.read_text()).get("experiment")
+        experiment = results.get("experiment")
         if which is True or (isinstance(which, list) and experiment in which):
             print(f"[sweep] shift suite: {job.name}", flush=True)
             robustness.score_targets([job], robustness.suite_options(reuse=True))
