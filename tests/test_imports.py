@@ -143,3 +143,11 @@ def test_predict_and_the_demo_start_without_lightning():
             "sys.modules} & {'lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'scipy', 'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_train_py_reads_its_arguments_before_torch_is_imported():
+    """train.py replays resume= overrides (bloodcls.runs.resume) and registers resolvers before Hydra starts."""
+    code = ("import sys, bloodcls.config, bloodcls.runs.resume; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'lightning', 'hydra'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

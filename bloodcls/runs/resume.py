@@ -6,8 +6,9 @@ What is restored, and from where:
   the run's ``last.ckpt`` through Lightning's ``ckpt_path``;
 - the config: :func:`resume_argv` replays the run's own overrides (``.hydra/overrides.yaml``)
   before the ones on the command line, so ``resume=<folder>`` alone rebuilds the same run;
-- the folder: the ``resume_dir`` resolver (:mod:`bloodcls.config`) makes ``hydra.run.dir`` the run's folder, and Hydra saves
-  the resumed invocation's config under ``.hydra-resume-<time>/`` so ``.hydra/`` stays the original;
+- the folder: the ``resume_dir`` resolver (:mod:`bloodcls.config`) makes ``hydra.run.dir`` the run's
+  folder, and Hydra saves the resumed invocation's config under ``.hydra-resume-<time>/`` so ``.hydra/``
+  stays the original;
 - the W&B run: its id is kept in ``status.json`` and passed back to the logger.
 
 Lightning saves ``last.ckpt`` at the end of each training epoch, before it steps a
@@ -29,7 +30,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bloodcls.common.checkpoints import read_checkpoint
 from bloodcls.common.rundir import (
     CHECKPOINT_DIR,
     HYDRA_SUBDIR,
@@ -110,6 +110,8 @@ def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
 
 
 def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
+    from bloodcls.common.checkpoints import read_checkpoint  # torch: not at import, train.py reads argv first
+
     contents = read_checkpoint(path)
     if contents.get("format") == "safetensors":
         raise ResumeError(f"{path} is an exported model (weights only), which predict, the demo and the shift suite "
