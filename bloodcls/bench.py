@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bloodcls.analysis.study import EXPERIMENTS
 from bloodcls.config import override_key
 from bloodcls.errors import UserError, report_user_errors
+from bloodcls.models.study import EXPERIMENTS
 from bloodcls.runs.environment import environment, resolve_device
 from bloodcls.training.benchmark import bench_experiment, format_table, peak_tflops
 from bloodcls.training.compute import usable_cpus

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from bloodcls.common.files import REPO
+from bloodcls.common.rundir import HYDRA_SUBDIR, run_folder_of
+
+CONFIG_DIR = str(REPO / "conf")
 
 
 def override_key(arg: str) -> str:
@@ -57,18 +61,7 @@ def register_resolvers() -> None:
     """
     if not OmegaConf.has_resolver("uid"):
         OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
-    # resume=<run>: Hydra writes into the run's own folder and keeps its original .hydra/ (bloodcls.runs.resume,
-    # imported when first resolved: it pulls in Lightning).
-    def resume_dir(resume, default):
-        from bloodcls.runs.resume import resume_dir
-
-        return resume_dir(resume, default)
-
-    def hydra_subdir(resume, stamp):
-        from bloodcls.runs.resume import hydra_subdir
-
-        return hydra_subdir(resume, stamp)
-
+    # resume=<run>: Hydra writes into the run's own folder and keeps its original .hydra/ (bloodcls.runs.resume).
     for name, fn in (("resume_dir", resume_dir), ("hydra_subdir", hydra_subdir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -86,3 +79,19 @@ def route_library_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+
+
+def resume_dir(resume: Any, default: str) -> str:
+    """Resolver for ``hydra.run.dir``: the resumed run's folder, else ``default`` (a fresh folder)."""
+    if resume in (None, ""):
+        return default
+    path = Path(str(resume)).expanduser()
+    run = path if path.is_dir() else run_folder_of(path)
+    return str(run) if run is not None else default
+
+
+def hydra_subdir(resume: Any, stamp: str) -> str:
+    """Resolver for ``hydra.output_subdir``: a resumed run keeps its original ``.hydra/`` untouched."""
+    if resume_dir(resume, "") == "":
+        return HYDRA_SUBDIR
+    return f"{HYDRA_SUBDIR}-resume-{stamp}"

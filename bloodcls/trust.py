@@ -35,10 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parser().parse_args(argv)
     from bloodcls.analysis.trust import shift_table, trust_run, trust_table
+    from bloodcls.common.rundir import RESULTS_FILE, find_checkpoints, read_json
     from bloodcls.data import default_root, ensure_file, load_npz
     from bloodcls.errors import UserError
     from bloodcls.inference.checkpoint import load_trained
-    from bloodcls.runs.rundir import RESULTS_FILE, find_checkpoints, read_json
 
     if args.shift_images < 1:
         raise UserError(f"--shift-images {args.shift_images}: give a whole number >= 1 (e.g. 1000).")

@@ -29,3 +29,9 @@ def run_cli(script: str, *args: str, cwd: Path = REPO, timeout: int = 600) -> su
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def no_data(tmp_path: Path) -> list[str]:
+    """Overrides pointing the data at an empty folder with downloads off: a check that must come before the data
+    file is looked for fails the test (with the missing-data error) if it does not, and no test reads ~/.medmnist."""
+    return [f"data.root={tmp_path / 'no-data'}", "data.download=false"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from bloodcls.common.rundir import run_checkpoint
 from bloodcls.data import BloodMNISTDataModule
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.runs.rundir import run_checkpoint
 from bloodcls.training import train
 from bloodcls.training.batchnorm import PreciseBatchNorm, recompute_batchnorm
 from tests.conftest import FAST

@@ -5,12 +5,9 @@ import pickle
 import pytest
 import torch
 
-from bloodcls.inference.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    load_trained,
-    read_checkpoint,
-)
+from bloodcls.common.checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.training.module import BloodCellClassifier
 
 
@@ -104,3 +101,67 @@ def test_predict_export_and_resume_all_refuse_it(trained_checkpoint, tmp_path, c
     with pytest.raises(UnsafeCheckpointError):
         start_or_resume(str(run), run)
     assert not marker.exists()
+
+
+def _bad_checkpoint(case, trained_checkpoint, folder, marker):
+    """The three files ckpt_path= once answered with a traceback: empty, text, crafted to run code."""
+    path = folder / f"{case}.ckpt"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        contents = torch.load(trained_checkpoint, weights_only=True)
+        contents["callbacks"]["History"] = MakesAFile(marker)
+        torch.save(contents, path)
+    return path
+
+
+BAD_FILES = {"empty": (CheckpointError, "is empty"), "text": (CheckpointError, "not a readable PyTorch checkpoint"),
+             "crafted": (UnsafeCheckpointError, "Refusing to load")}
+
+
+@pytest.mark.parametrize("mode", ["train", "score"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_ckpt_path_reads_the_file_as_resume_does(case, mode, trained_checkpoint, synthetic_root, tmp_path):
+    """Training from ckpt_path= and train=false scoring refuse the file before Lightning opens it."""
+    from bloodcls.training import train
+    from tests.conftest import DETERMINISTIC_RUN
+    from tests.helpers import compose_train
+
+    marker = tmp_path / "code_ran"
+    path = _bad_checkpoint(case, trained_checkpoint, tmp_path, marker)
+    out = tmp_path / "run"
+    extra = ["train=false"] if mode == "score" else []
+    cfg = compose_train([*DETERMINISTIC_RUN, f"data.root={synthetic_root}", f"ckpt_path={path}", *extra], output_dir=out)
+    error, said = BAD_FILES[case]
+    with pytest.raises(error, match=said):
+        train(cfg, output_dir=out)
+    assert not marker.exists() and not out.exists()  # refused before the run folder is made
+
+
+def test_ckpt_path_needs_the_training_state_to_train_on(trained_checkpoint, synthetic_root, tmp_path):
+    from bloodcls.runs.resume import check_ckpt_path
+
+    weights = tmp_path / "weights.ckpt"
+    contents = torch.load(trained_checkpoint, weights_only=True)
+    torch.save({k: v for k, v in contents.items() if k not in ("optimizer_states", "loops")}, weights)
+    assert check_ckpt_path(weights, training=False) == weights  # scoring needs the weights only
+    with pytest.raises(UserError, match="no training state"):
+        check_ckpt_path(weights, training=True)
+    with pytest.raises(UserError, match="holds no Lightning state_dict"):
+        torch.save({"w": torch.zeros(1)}, weights)
+        check_ckpt_path(weights, training=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["train=false"]])
+def test_train_py_refuses_a_crafted_ckpt_path_in_one_paragraph(extra, trained_checkpoint, tmp_path):
+    from tests.helpers import no_data, run_cli
+
+    marker = tmp_path / "code_ran"
+    path = _bad_checkpoint("crafted", trained_checkpoint, tmp_path, marker)
+    proc = run_cli("train.py", f"ckpt_path={path}", "model=unet", "data.img_size=28", "logger=csv",
+                   f"paths.log_dir={tmp_path}", *no_data(tmp_path), *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("Refusing to load") == 1 and not marker.exists()

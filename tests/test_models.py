@@ -2,12 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from bloodcls.analysis import study
 from bloodcls.errors import UserError
-from bloodcls.models import build_model, list_models, model_names, model_spec, register_model
+from bloodcls.models import build_model, list_models, model_names, model_spec, register_model, study
 from bloodcls.models.profiling import operation_counts, parameter_counts
 
-# Every study row of every registered model: (model, experiment, the study's figures from bloodcls.analysis.study)
+# Every study row of every registered model: (model, experiment, the study's figures from bloodcls.models.study)
 STUDY_ROWS = [(name, exp, row) for name in list_models() for exp, row in model_spec(name).study.items()]
 
 

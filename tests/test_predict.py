@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from bloodcls.common.tta import eight_views
 from bloodcls.data import BloodMNISTDataModule, load_npz
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.images import ImageError, load_image
 from bloodcls.inference.predict import classify, predict_proba
-from bloodcls.inference.tta import eight_views
 from bloodcls.predict import main
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO

@@ -15,12 +15,13 @@ from torch import nn
 from bloodcls.ablation import main as ablation_main
 from bloodcls.analysis.report import build_report
 from bloodcls.analysis.report_markdown import markdown
+from bloodcls.common.checkpoints import read_checkpoint
+from bloodcls.common.tta import eight_views, tta_proba
 from bloodcls.data import DataError
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import load_trained, read_checkpoint
+from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.export import export
 from bloodcls.inference.predict import predict_proba
-from bloodcls.inference.tta import eight_views, tta_proba
 from bloodcls.models import build_model
 from bloodcls.training import train
 from tests.conftest import FAST

@@ -11,6 +11,7 @@ from torch import nn
 
 from bloodcls import robustness
 from bloodcls.errors import UserError
+from bloodcls.robustness.cli import main as robustness_cli
 from bloodcls.robustness.shifts import SHIFTS
 from bloodcls.training import train
 from tests.conftest import FAST
@@ -114,7 +115,7 @@ def test_suite_is_deterministic_and_independent_of_batch_size(trained_run, synth
 @pytest.mark.slow
 def test_cli_writes_json_and_png(trained_run, synthetic_root, capsys):
     run, results = trained_run
-    (payload,) = robustness.main([str(run.parent), "--data-root", str(synthetic_root), "--no-download"])
+    (payload,) = robustness_cli([str(run.parent), "--data-root", str(synthetic_root), "--no-download"])
     out = run / "robustness"
     on_disk = json.loads((out / "robustness.json").read_text())
     assert on_disk["clean_acc"] == payload["clean_acc"]
@@ -133,7 +134,7 @@ def test_cli_writes_json_and_png(trained_run, synthetic_root, capsys):
 def test_cli_out_folder_and_table(trained_run, synthetic_root, tmp_path, capsys):
     run, _ = trained_run
     ckpt = run / "checkpoints" / "best.ckpt"
-    robustness.main([str(ckpt), str(run), "--data-root", str(synthetic_root), "--no-download", "--out",
+    robustness_cli([str(ckpt), str(run), "--data-root", str(synthetic_root), "--no-download", "--out",
                      str(tmp_path), "--shifts", "jpeg,noise", "--severities", "1", "5", "--table", "--examples"])
     for name in ("robustness.json", "robustness.png", "shift_examples.png"):
         assert (tmp_path / run.name / name).is_file()
@@ -151,7 +152,7 @@ def test_cli_user_errors(tmp_path, trained_run, capsys):
                           ([str(tmp_path / "empty")], "holds no checkpoints"),
                           ([str(bogus)], "not a readable PyTorch checkpoint")]:
         with pytest.raises(SystemExit) as exit_info:
-            robustness.main(args)
+            robustness_cli(args)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
 

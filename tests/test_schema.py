@@ -3,7 +3,7 @@
 import pytest
 
 from bloodcls.schema import ConfigError, check_config
-from tests.helpers import compose_train, run_cli
+from tests.helpers import compose_train, no_data, run_cli
 
 # (override, what the message must say): the four values a new user tried, and more of the same kinds
 BAD = [
@@ -42,7 +42,7 @@ def test_shipped_configs_pass(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("override", "said"), BAD[:4] + BAD[4:6])
 def test_train_py_exits_2_with_the_paragraph_once(override, said, tmp_path):
-    proc = run_cli("train.py", override, f"paths.log_dir={tmp_path}", "logger=csv")
+    proc = run_cli("train.py", override, f"paths.log_dir={tmp_path}", "logger=csv", *no_data(tmp_path))
     assert proc.returncode == 2, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert out.count(said) == 1 and "Traceback" not in out and "ZeroDivisionError" not in out

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from bloodcls.analysis.report import build_report
-from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.analysis.sweep import main as sweep_main
 from bloodcls.analysis.sweep import parse_args
+from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
 from tests.conftest import FAST
-from tests.helpers import run_cli
+from tests.helpers import no_data, run_cli
 
 
 def _assert_png(path: Path) -> None:
@@ -142,7 +142,7 @@ def test_sweep_arguments_split():
 
 @pytest.mark.slow
 def test_unknown_experiment_is_a_clear_error(tmp_path):
-    proc = run_cli("sweep.py", "experiments=[resnet]", f"paths.log_dir={tmp_path}")
+    proc = run_cli("sweep.py", "experiments=[resnet]", f"paths.log_dir={tmp_path}", *no_data(tmp_path))
     assert proc.returncode == 2 and "Unknown experiment(s) ['resnet']" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -261,7 +261,8 @@ def test_jobs_share_the_gpu_through_joblib(monkeypatch):
 
 @pytest.mark.slow
 def test_bad_jobs_value_is_a_clear_error(tmp_path):
-    proc = run_cli("sweep.py", "jobs=0", "experiments=[inception]", "seeds=[0]", f"paths.log_dir={tmp_path}")
+    proc = run_cli("sweep.py", "jobs=0", "experiments=[inception]", "seeds=[0]", f"paths.log_dir={tmp_path}",
+                   *no_data(tmp_path))
     assert proc.returncode == 2 and "jobs=0: give a whole number" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sweeps").exists()
 
@@ -270,5 +271,6 @@ def test_a_bad_value_stops_the_sweep_before_any_job(tmp_path):
     from bloodcls.schema import ConfigError  # sweep.py turns it into its message and exit 2
 
     with pytest.raises(ConfigError, match=r"data.batch_size=0 \(expected a whole number >= 1"):
-        sweep_main(["data.batch_size=0", "experiments=[inception,skip]", "seeds=[0]", f"paths.log_dir={tmp_path}"])
+        sweep_main(["data.batch_size=0", "experiments=[inception,skip]", "seeds=[0]", f"paths.log_dir={tmp_path}",
+                    *no_data(tmp_path)])
     assert not (tmp_path / "sweeps").exists()

@@ -144,9 +144,9 @@ def test_a_timm_checkpoint_round_trips_through_predict_and_onnx(timm_run, tmp_pa
 
 @pytest.mark.slow
 def test_train_py_names_a_bad_architecture_and_exits_2(tmp_path):
-    from tests.helpers import run_cli
+    from tests.helpers import no_data, run_cli
 
     proc = run_cli("train.py", "model=timm", "model.arch=resnet19", "data.img_size=28", "logger=csv",
-                   f"paths.log_dir={tmp_path}")
+                   f"paths.log_dir={tmp_path}", *no_data(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "InstantiationException" not in proc.stderr
     assert proc.stderr.count("model.arch='resnet19' is not a timm architecture") == 1

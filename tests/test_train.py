@@ -10,7 +10,7 @@ import torch
 
 from bloodcls.training import train
 from tests.conftest import FAST, SHARED_DATA
-from tests.helpers import compose_train, run_cli
+from tests.helpers import compose_train, no_data, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_cli_missing_data_offline(tmp_path):
 
 
 def test_cli_unknown_model(tmp_path):
-    proc = run_cli("train.py", "model=resnet", f"paths.log_dir={tmp_path}")
+    proc = run_cli("train.py", "model=resnet", f"paths.log_dir={tmp_path}", *no_data(tmp_path))
     assert proc.returncode != 0
     assert "Could not find 'model/resnet'" in proc.stderr and "Traceback" not in proc.stderr
 

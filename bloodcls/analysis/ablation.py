@@ -13,22 +13,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloodcls.analysis.markdown import md_table
 from bloodcls.analysis.report import read_run, recipe_of
-from bloodcls.analysis.stats import format_mean_std
-from bloodcls.runs.rundir import RESULTS_FILE
+from bloodcls.common.markdown import md_table
+from bloodcls.common.rundir import result_folders
+from bloodcls.common.stats import format_mean_std
 
 
 def find_runs(folders: list[Path]) -> list[Any]:
     """Every completed run (a folder with ``results.json``) under ``folders``, each once."""
-    seen, runs = set(), []
-    for folder in folders:
-        for path in sorted(Path(folder).rglob(RESULTS_FILE)):
-            run = read_run(path.parent)
-            if run.ok and path.parent.resolve() not in seen:
-                seen.add(path.parent.resolve())
-                runs.append(run)
-    return runs
+    return [run for folder in result_folders(folders) if (run := read_run(folder)).ok]
 
 
 def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:

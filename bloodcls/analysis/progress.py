@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bloodcls.runs.rundir import RESULTS_FILE, STATUS_FILE
+from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE, job_folders
 
 
 def _fmt(seconds: float) -> str:
@@ -26,7 +26,7 @@ def _fmt(seconds: float) -> str:
 def finished_jobs(sweep_dir: str | Path) -> int:
     """Job folders holding a results.json or a final status.json."""
     done = 0
-    for job in Path(sweep_dir).glob("*/"):
+    for job in job_folders(sweep_dir):
         if (job / RESULTS_FILE).is_file():
             done += 1
         elif (job / STATUS_FILE).is_file() and '"running"' not in (job / STATUS_FILE).read_text():

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from bloodcls.analysis import study
-from bloodcls.analysis.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.common.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, job_folders, read_json
+from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
-from bloodcls.runs.rundir import RESULTS_FILE, ROBUSTNESS_DIR, STATUS_FILE, read_json
+from bloodcls.models import study
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def read_run(folder: Path) -> Run:
 
 
 def collect_runs(runs_dir: Path) -> list[Run]:
-    if not runs_dir.is_dir():
-        return []
-    return [read_run(job) for job in sorted(runs_dir.iterdir(), key=lambda p: p.name) if job.is_dir()]
+    return [read_run(job) for job in job_folders(runs_dir)]
 
 
 def _values(runs: list[Run], path: tuple[str, ...]) -> list[float]:

@@ -7,10 +7,11 @@ import csv
 import json
 from pathlib import Path
 
-from bloodcls.analysis import study
-from bloodcls.analysis.markdown import md_table
 from bloodcls.analysis.report import Report, _num
+from bloodcls.common.markdown import md_table
+from bloodcls.common.stats import plus_minus
 from bloodcls.data import CLASS_NAMES
+from bloodcls.models import study
 
 
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
@@ -40,10 +41,9 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     rows = []
     with_tta = any(r.get("tta_seeds") for r in rep.tables["performance"])
     for r in rep.tables["performance"]:
-        acc = "–" if r["acc_mean"] is None else f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"
-        tta = [] if not with_tta else [
-            "–" if r.get("tta_acc_mean") is None else f"{r['tta_acc_mean']:.2f} ± {r['tta_acc_std']:.2f}"]
-        train = "–" if r["train_s_mean"] is None else f"{r['train_s_mean']:.1f} ± {r['train_s_std']:.1f}"
+        acc = plus_minus(r["acc_mean"], r["acc_std"])
+        tta = [plus_minus(r.get("tta_acc_mean"), r.get("tta_acc_std"))] if with_tta else []
+        train = plus_minus(r["train_s_mean"], r["train_s_std"], 1)
         rows.append([r["experiment"], str(r["seeds"]), _num(r["params_m"]), _num(r["study_params_m"]),
                      _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc, *tta,
                      _num(r["study_acc"]), _num(r["epochs_mean"], 1), _num(r["study_epochs"], 0), train,
@@ -59,8 +59,7 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     for r in rep.tables["macro"]:
         cells = [r["experiment"]]
         for key in ("precision", "recall", "f1"):
-            mean, std = r[f"{key}_mean"], r[f"{key}_std"]
-            cells += ["–" if mean is None else f"{mean:.2f} ± {std:.2f}", _num(r[f"study_{key}"], 0)]
+            cells += [plus_minus(r[f"{key}_mean"], r[f"{key}_std"]), _num(r[f"study_{key}"], 0)]
         rows.append(cells)
     lines += md_table(["experiment", "precision", "study", "recall", "study", "F1", "study"], rows) + [""]
 
@@ -77,7 +76,7 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     if "robustness" in rep.tables:
         lines += ["## Robustness to lab variability (shift suite)", ""]
         rows = [[r["experiment"], str(r["seeds"]), _num(r["clean_acc_mean"]),
-                 f"{_num(r['shifted_acc_mean'])} ± {_num(r['shifted_acc_std'])}", _num(r["drop_mean"])]
+                 plus_minus(r["shifted_acc_mean"], r["shifted_acc_std"]), _num(r["drop_mean"])]
                 for r in rep.tables["robustness"]]
         lines += md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"],
                            rows) + [""]

@@ -27,14 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
 from bloodcls.analysis.trackers import link_workspace, tracker_hints
+from bloodcls.common.files import REPO
+from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
-from bloodcls.runs.rundir import RESULTS_FILE
 from bloodcls.training.compute import usable_cpus
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
 SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs")
 # jobs=auto with trainer=gpu: this many training processes share the one GPU at most (each holds its data
 # on the device, ~1 GB at 128 px); the study's models are too small to fill an H100/H200 alone.
@@ -205,14 +205,14 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
     """Run the shift suite on the finished runs (all, or those of the listed experiments) not scored yet."""
     from bloodcls import robustness
 
-    for job in sorted((sweep_dir / "runs").glob("*/")):
-        results = job / RESULTS_FILE
-        if not results.is_file():
+    for job in job_folders(sweep_dir / "runs"):
+        results = read_json(job / RESULTS_FILE)
+        if results is None:
             continue
-        experiment = json.loads(results.read_text()).get("experiment")
+        experiment = results.get("experiment")
         if which is True or (isinstance(which, list) and experiment in which):
             print(f"[sweep] shift suite: {job.name}", flush=True)
-            robustness.main([str(job), "--reuse"])
+            robustness.score_targets([job], robustness.suite_options(reuse=True))
 
 
 def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from bloodcls.analysis.markdown import md_table
-from bloodcls.analysis.stats import format_mean_std
+from bloodcls.common.markdown import md_table
+from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, write_json
+from bloodcls.common.stats import format_mean_std
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import _generator
 from bloodcls.runs.environment import environment
-from bloodcls.runs.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, write_json
 from bloodcls.uncertainty.figures import reliability_diagram
 from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, logits_and_features, summary
 from bloodcls.uncertainty.ood import mahalanobis_score

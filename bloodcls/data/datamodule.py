@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from bloodcls.common.tensors import to_float_images
 from bloodcls.data.augmentation import GeometricAugment, PhotometricAugment, per_sample_transforms
 from bloodcls.data.files import (
     CLASS_NAMES,
@@ -27,7 +28,6 @@ from bloodcls.data.files import (
 )
 from bloodcls.data.loaders import ArrayDataset, ShardSampler, TensorBatches
 from bloodcls.errors import DataError
-from bloodcls.inference.images import to_float_images
 
 log = logging.getLogger(__name__)
 

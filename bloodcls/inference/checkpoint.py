@@ -1,19 +1,11 @@
-"""Load a trained network from a checkpoint without ever running code stored in the file.
+"""A trained network rebuilt from a checkpoint file, for prediction, export, the demo and the shift suite.
 
-Lightning checkpoints are pickles, and unpickling can call any function the file names. Here they
-are read with ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers
-and refuses everything else. bloodcls checkpoints need no allow-list: the LightningModule keeps
-only plain values in its hyper-parameters, and Lightning's own entries (loop progress, callback
-and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safetensors`` files written
-by ``python -m bloodcls.export --format safetensors`` hold the same weights and hyper-parameters
-with no pickle at all. Prediction, export and ``resume=`` all load through here.
+The file is read by :func:`bloodcls.common.checkpoints.read_checkpoint` (weights-only, never unpickled code);
+here the network its hyper-parameters name is built and its weights loaded.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,23 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bloodcls.errors import UserError
+from bloodcls.common.checkpoints import CHECKPOINT_HINT, CheckpointError, network_state, read_checkpoint
 from bloodcls.models import build_from_hparams
 from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
-NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
-SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
-SAFETENSORS_TRUST = "bloodcls_trust"  # metadata entry: the trust state's numbers (its tensors are "trust.*")
-TRUST_PREFIX = "trust."
 REQUIRED_HPARAMS = ("name", "img_size", "num_classes")
-
-
-class UnsafeCheckpointError(UserError):
-    """The checkpoint asks to run code when loaded; it is refused."""
-
-
-class CheckpointError(UserError):
-    """The file is missing, unreadable, or not a bloodcls checkpoint."""
 
 
 @dataclass
@@ -56,90 +36,6 @@ class TrainedModel:
     trust: TrustState | None = None
 
 
-def _unsafe_message(path: Path, err: Exception) -> str:
-    found = re.search(r"GLOBAL ([\w.]+)", str(err))
-    what = (f"unpickling it would call `{found.group(1)}`, i.e. run code named in the file" if found else
-            "it holds pickle instructions beyond tensors and plain values, the kind that can run code when loaded")
-    return (
-        f"Refusing to load {path}: {what}. bloodcls only loads plain weights (torch.load(weights_only=True)), "
-        "and checkpoints written by bloodcls never need more. If the file is yours, load it where it was made "
-        "and save only its state_dict; if someone sent it to you, do not open it with other tools either."
-    )
-
-
-def _is_pickle(path: Path, err: Exception) -> bool:
-    """A refused global, or a pickle stream the weights-only unpickler stopped in (not random bytes)."""
-    if "GLOBAL" in str(err):
-        return True
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    return head[:1] == b"\x80" or head == b"PK"  # pickle protocol opcode, or a torch zip archive
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents, loaded weights-only; every problem is a one-paragraph UserError."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        where = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"Checkpoint {path} {where}. Pass a .ckpt file, e.g. <run folder>/checkpoints/best.ckpt.")
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says enough
-            contents = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err) and _is_pickle(path, err):
-            raise UnsafeCheckpointError(_unsafe_message(path, err)) from None
-        raise CheckpointError(_unreadable(path, err)) from None
-    except Exception as err:  # truncated zip, empty file, not a torch file at all, ...
-        raise CheckpointError(_unreadable(path, err)) from None
-    if not isinstance(contents, dict):
-        raise CheckpointError(f"{path} holds a {type(contents).__name__}, not a checkpoint dictionary. {_HINT}")
-    return contents
-
-
-_HINT = "Use a .ckpt file from a bloodcls run folder (checkpoints/best.ckpt or last.ckpt)."
-
-
-def _unreadable(path: Path, err: Exception) -> str:
-    detail = str(err).split(".")[0].strip() or type(err).__name__
-    size = path.stat().st_size
-    state = "is empty" if size == 0 else f"is not a readable PyTorch checkpoint ({type(err).__name__}: {detail})"
-    return f"{path} {state}: it may be truncated (an interrupted copy or download) or another kind of file. {_HINT}"
-
-
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        state_dict = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(_unreadable(path, err)) from None
-    try:
-        hparams = json.loads(metadata[SAFETENSORS_KEY])
-    except (KeyError, ValueError):
-        raise CheckpointError(
-            f"{path} has no bloodcls metadata (model name, input size, class names), so the network cannot be "
-            "rebuilt. Export it with `python -m bloodcls.export <checkpoint> --format safetensors`."
-        ) from None
-    contents = {"state_dict": {NET_PREFIX + k: v for k, v in state_dict.items() if not k.startswith(TRUST_PREFIX)},
-                "hyper_parameters": hparams, "format": "safetensors"}
-    if SAFETENSORS_TRUST in metadata:
-        trust = {k[len(TRUST_PREFIX):]: v for k, v in state_dict.items() if k.startswith(TRUST_PREFIX)}
-        contents[CHECKPOINT_KEY] = {**json.loads(metadata[SAFETENSORS_TRUST]), **trust}
-    return contents
-
-
-def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The network's own weights (the ``net.`` entries of the LightningModule's state_dict)."""
-    state = contents.get("state_dict") or {}
-    return {k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
-
-
 def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
     path = Path(path).expanduser()
@@ -148,7 +44,7 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
         raise CheckpointError(
             f"{path} is a PyTorch file but not a bloodcls checkpoint: it has no hyper-parameters naming the model, "
-            f"input size and classes. {_HINT}"
+            f"input size and classes. {CHECKPOINT_HINT}"
         )
     net = build_from_hparams(hparams, weights=False)
     state = network_state(contents)
@@ -157,7 +53,7 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     except RuntimeError as err:
         raise CheckpointError(
             f"{path} does not fit the {hparams['name']} model at {hparams['img_size']} px that its hyper-parameters "
-            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {_HINT}"
+            f"name ({str(err).splitlines()[0]}). The file was changed or written by other code. {CHECKPOINT_HINT}"
         ) from None
     net.eval()
     class_names = [str(c) for c in hparams.get("class_names") or []]
@@ -173,5 +69,5 @@ def _trust(contents: dict[str, Any], path: Path) -> TrustState | None:
         return TrustState.from_dict(contents.get(CHECKPOINT_KEY))
     except (TypeError, ValueError):
         warnings.warn(f"{path}: its trust state is malformed and is ignored (calibration and the gate are "
-                      "unavailable); refit it with `python -m bloodcls.trust <run folder> --fit`.", stacklevel=2)
+                      "unavailable); refit it with `python -m bloodcls.trust <run folder> --refit`.", stacklevel=2)
         return None

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bloodcls.analysis.markdown import md_table
+from bloodcls.common.markdown import md_table
+from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.inference.predict import NOT_A_CELL, REVIEW, TOP_K, assess, to_tensor
 from bloodcls.inference.predict import verdict as row_verdict
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
-from bloodcls.runs.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 
 PREDICTED = "predicted class"
 VIEW_PX = 256  # images are shown at this size (nearest-neighbour, so the model's pixels stay visible)
@@ -57,7 +57,7 @@ class DemoModel:
 
 def load_demo_model(target: str | Path) -> DemoModel:
     """A checkpoint, or a run folder (its best.ckpt), plus the run's results.json when it sits in one."""
-    from bloodcls.runs.rundir import find_checkpoints
+    from bloodcls.common.rundir import find_checkpoints
 
     target = Path(target).expanduser()
     if target.is_dir() and not (target / CHECKPOINT_DIR).is_dir():

@@ -24,14 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodcls.common.checkpoints import SAFETENSORS_KEY, SAFETENSORS_TRUST, TRUST_PREFIX
+from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import (
-    SAFETENSORS_KEY,
-    SAFETENSORS_TRUST,
-    TRUST_PREFIX,
-    TrainedModel,
-    load_trained,
-)
+from bloodcls.inference.checkpoint import TrainedModel, load_trained
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 ATOL = 1e-4
@@ -115,16 +111,17 @@ def export(model: TrainedModel, fmt: str, output: Path, atol: float = ATOL, opse
     """Write ``output`` and check it against PyTorch; returns what was checked. Raises UserError on a mismatch."""
     if fmt not in FORMATS:
         raise UserError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    tmp = output.with_name(f".partial-{output.name}")  # same suffix: the readers go by it
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    check: dict[str, Any] = {}
+
+    def write_and_check(tmp: Path) -> None:  # kept only when it matches PyTorch
         {"onnx": lambda: _export_onnx(model, tmp, opset), "torchscript": lambda: _export_torchscript(model, tmp),
          "safetensors": lambda: _export_safetensors(model, tmp)}[fmt]()
         x = sample_inputs(model.img_size, n=4, seed=1)
         with torch.inference_mode():
             expected = model.net(x).numpy()
         got = run_export(model, fmt, tmp, x)
-        check: dict[str, Any] = {"checked": got is not None, "samples": len(x), "atol": atol}
+        check.update(checked=got is not None, samples=len(x), atol=atol)
         if got is not None:
             diff = float(np.abs(got - expected).max())
             check["max_abs_diff"] = diff
@@ -133,7 +130,6 @@ def export(model: TrainedModel, fmt: str, output: Path, atol: float = ATOL, opse
                     f"The {fmt} export of {model.path} differs from PyTorch by up to {diff:.3g} (> {atol:g}) on "
                     f"{len(x)} sample inputs, so it was not kept. Try another --opset or format, and report it."
                 )
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(output, write_and_check)  # same suffix on the temporary file: the readers go by it
     return check

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -46,15 +45,6 @@ def add_max_pixels_option(parser) -> None:
     """``--max-pixels`` for every command that reads user images (predict, demo)."""
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"refuse larger images as decompression bombs (default {MAX_PIXELS:,})")
-
-
-def to_float_images(u8: torch.Tensor) -> torch.Tensor:
-    """N x S x S x 3 uint8 (how images are stored) -> N x 3 x S x S float in [0, 1] (what the networks take).
-
-    The one place that conversion happens: training batches, the shift suite and predict all use it. The
-    result keeps the NHWC memory layout, i.e. it is channels_last already.
-    """
-    return u8.permute(0, 3, 1, 2).float().div_(255)
 
 
 def center_square(img: Image.Image) -> Image.Image:

@@ -22,22 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodcls.common.tensors import to_float_images
+from bloodcls.common.tta import eight_views, tta_proba
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.inference.images import (
     MAX_PIXELS,
     ImageError,
     expand_inputs,
     load_image,
-    to_float_images,
 )
-from bloodcls.inference.tta import eight_views, tta_proba
 from bloodcls.uncertainty.ood import penultimate
 
 TOP_K = 3
 NOT_A_CELL = "does not look like a BloodMNIST cell image"
 REVIEW = "uncertain: have a person review it"
 NO_TRUST = ("calibration and the out-of-distribution gate are unavailable for this checkpoint (written before "
-            "they existed): fit them with `python -m bloodcls.trust <run folder> --fit`")
+            "they existed): fit them with `python -m bloodcls.trust <run folder> --refit`")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Models registered by name, like torchvision's and timm's: configs, checkpoints and the CLI refer to a
-model by a stable name, and each registration carries the study's figures for it (``ModelSpec.study``).
+model by a stable name, and each registration carries the study's figures for it (``ModelSpec.study``), the
+way torchvision's weights carry their ``meta``: the figures live beside the models (:mod:`bloodcls.models.study`).
 
 An architecture module registers its builders with ``@register_model("name", experiments=(...))``;
 ``list_models()`` is the set the tests, the report and the docs loop over.
@@ -14,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from bloodcls.errors import UserError
+from bloodcls.models.study import COUNTS, PERFORMANCE
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,8 @@ class ModelSpec:
 
     @property
     def study(self) -> dict[str, dict[str, Any]]:
-        """Per study row: input size, parameter counts, memory, MACs, accuracy and more (bloodcls.analysis.study)."""
-        from bloodcls.analysis import study
-
-        return {e: {**study.COUNTS[e], **study.PERFORMANCE[e]} for e in self.experiments}
+        """Per study row: input size, parameter counts, memory, MACs, accuracy and more (bloodcls.models.study)."""
+        return {e: {**COUNTS[e], **PERFORMANCE[e]} for e in self.experiments}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

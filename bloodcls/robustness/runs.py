@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bloodcls.common.rundir import RESULTS_FILE, find_checkpoints, read_json, write_json
 from bloodcls.robustness.plots import plot, plot_examples
-from bloodcls.robustness.shifts import SHIFTS
-from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, PNG_FILE, evaluate
-from bloodcls.runs.rundir import RESULTS_FILE, read_json, write_json
+from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
+from bloodcls.robustness.suite import EXAMPLES_FILE, JSON_FILE, OUT_DIR, PNG_FILE, evaluate
 
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -91,3 +92,39 @@ def reusable(path: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]
             and payload.get("data", {}).get("split") == args.split and list(payload.get("shifts", {})) == wanted
             and payload.get("severities") == list(args.severities))
     return payload if same else None
+
+
+# What `python -m bloodcls.robustness` does when an option is not given (bloodcls.robustness.cli parses them).
+DEFAULTS: dict[str, Any] = {"out": None, "data_root": None, "split": "test", "seed": 0, "batch_size": 512,
+                            "device": "auto", "shifts": None, "severities": list(SEVERITIES), "no_download": False,
+                            "reuse": False, "table": False, "examples": False}
+
+
+def suite_options(**given: Any) -> argparse.Namespace:
+    """The suite's options as the command line would parse them, with ``given`` set (sweep.py uses it)."""
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown shift-suite option(s): {sorted(unknown)}")
+    return argparse.Namespace(**{**DEFAULTS, **given})
+
+
+def score_targets(targets: Sequence[str | Path], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Score every run the targets name (run, multirun or checkpoint), one progress line each; with
+    ``args.reuse`` a record already scored with the same options is kept."""
+    runs = find_checkpoints(targets)
+    cache: dict = {}
+    payloads = []
+    for run, ckpt in runs:
+        if args.out:
+            out = Path(args.out) / run.name if len(runs) > 1 else Path(args.out)
+        else:
+            out = run / OUT_DIR
+        payload = reusable(out / JSON_FILE, ckpt, args) if args.reuse else None
+        if payload is None:
+            payload = score_run(run, ckpt, out, args, cache)
+        payloads.append(payload)
+        print(f"{run.name}: clean acc {100 * payload['clean_acc']:.2f} %, mean under shift "
+              f"{100 * payload['mean_acc']:.2f} % (drop {100 * payload['drop_acc']:.2f}), worst "
+              f"{100 * payload['worst_acc']:.2f} % ({payload['worst']}), {payload['time_s']:.0f} s -> {out / JSON_FILE}",
+              flush=True)
+    return payloads

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from bloodcls.common.tensors import to_float_images
 from bloodcls.errors import UserError
-from bloodcls.inference.images import to_float_images
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.runs.environment import resolve_device
 

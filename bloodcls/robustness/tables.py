@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bloodcls.analysis.markdown import md_table
-from bloodcls.analysis.stats import format_mean_std
+from bloodcls.common.markdown import md_table
+from bloodcls.common.stats import format_mean_std
 
 
 def _pct(values: Sequence[float]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from bloodcls.common.files import REPO
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:

@@ -6,8 +6,9 @@ What is restored, and from where:
   the run's ``last.ckpt`` through Lightning's ``ckpt_path``;
 - the config: :func:`resume_argv` replays the run's own overrides (``.hydra/overrides.yaml``)
   before the ones on the command line, so ``resume=<folder>`` alone rebuilds the same run;
-- the folder: the ``resume_dir`` resolver makes ``hydra.run.dir`` the run's folder, and Hydra saves
-  the resumed invocation's config under ``.hydra-resume-<time>/`` so ``.hydra/`` stays the original;
+- the folder: the ``resume_dir`` resolver (:mod:`bloodcls.config`) makes ``hydra.run.dir`` the run's
+  folder, and Hydra saves the resumed invocation's config under ``.hydra-resume-<time>/`` so ``.hydra/``
+  stays the original;
 - the W&B run: its id is kept in ``status.json`` and passed back to the logger.
 
 Lightning saves ``last.ckpt`` at the end of each training epoch, before it steps a
@@ -29,13 +30,19 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bloodcls.common.rundir import (
+    CHECKPOINT_DIR,
+    HYDRA_SUBDIR,
+    LAST_CKPT,
+    RESULTS_FILE,
+    STATUS_FILE,
+    run_folder_of,
+)
 from bloodcls.config import override_key
 from bloodcls.errors import UserError
-from bloodcls.runs.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, STATUS_FILE
 from bloodcls.runs.status import COMPLETED, is_rank_zero, read_status, still_running
 
 LAST = LAST_CKPT
-HYDRA_SUBDIR = ".hydra"
 
 
 class ResumeError(UserError):
@@ -46,15 +53,6 @@ class ResumeError(UserError):
 class ResumeTarget:
     checkpoint: Path
     run_dir: Path | None  # None: a checkpoint outside any run folder (continued in a new folder)
-
-
-def run_folder_of(checkpoint: Path) -> Path | None:
-    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` next to ``<run>/.hydra``)."""
-    checkpoint = Path(checkpoint)
-    run = checkpoint.parent.parent
-    if checkpoint.parent.name == CHECKPOINT_DIR and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
-        return run
-    return None
 
 
 def resolve_resume(resume: str | Path) -> ResumeTarget:
@@ -97,34 +95,39 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
 
 def check_checkpoint(target: ResumeTarget) -> dict[str, Any]:
     """Load the checkpoint weights-only before Lightning does: refuse crafted or broken files clearly."""
-    from bloodcls.inference.checkpoint import read_checkpoint
+    return _read_for_lightning(target.checkpoint, training=True)
 
-    contents = read_checkpoint(target.checkpoint)
-    if "optimizer_states" not in contents or "loops" not in contents:
+
+def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
+    """``ckpt_path=`` read as ``resume=`` reads its checkpoint, before Lightning unpickles it: a missing, empty,
+    unreadable or crafted file is one paragraph (exit 2), never Lightning's traceback. ``training``: the run
+    continues from it (``trainer.fit``), so it must hold the training state; else it is only scored."""
+    if ckpt_path in (None, ""):
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    _read_for_lightning(path, training=training)
+    return path
+
+
+def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
+    from bloodcls.common.checkpoints import read_checkpoint  # torch: not at import, train.py reads argv first
+
+    contents = read_checkpoint(path)
+    if contents.get("format") == "safetensors":
+        raise ResumeError(f"{path} is an exported model (weights only), which predict, the demo and the shift suite "
+                          "read; training and train=false scoring take the run's .ckpt file it was exported from.")
+    if not isinstance(contents.get("state_dict"), dict):
+        raise ResumeError(f"{path} holds no Lightning state_dict, so it is not a checkpoint of a bloodcls run. "
+                          "Pick a run's checkpoints/best.ckpt (scoring) or last.ckpt (training on).")
+    if training and ("optimizer_states" not in contents or "loops" not in contents):
         raise ResumeError(
-            f"{target.checkpoint} holds weights but no training state (optimizer, epoch counter), so training "
-            "cannot continue from it. Pick the run's checkpoints/last.ckpt."
+            f"{path} holds weights but no training state (optimizer, epoch counter), so training "
+            "cannot continue from it. Pick the run's checkpoints/last.ckpt, or score it with train=false."
         )
     return contents
 
 
-# -- Hydra side ------------------------------------------------------------------------------
-def resume_dir(resume: Any, default: str) -> str:
-    """Resolver for ``hydra.run.dir``: the resumed run's folder, else ``default`` (a fresh folder)."""
-    if resume in (None, ""):
-        return default
-    path = Path(str(resume)).expanduser()
-    run = path if path.is_dir() else run_folder_of(path)
-    return str(run) if run is not None else default
-
-
-def hydra_subdir(resume: Any, stamp: str) -> str:
-    """Resolver for ``hydra.output_subdir``: a resumed run keeps its original ``.hydra/`` untouched."""
-    if resume_dir(resume, "") == "":
-        return HYDRA_SUBDIR
-    return f"{HYDRA_SUBDIR}-resume-{stamp}"
-
-
+# -- Hydra side (the run-folder resolvers are in bloodcls.config) ----------------------------
 def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 

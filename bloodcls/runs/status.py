@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bloodcls.common.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 from bloodcls.errors import UserError
-from bloodcls.runs.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 
 log = logging.getLogger(__name__)
 

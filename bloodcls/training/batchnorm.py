@@ -13,7 +13,6 @@ statistics, so test, predict and export agree.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
 from bloodcls.errors import UserError
 
 WHEN = ("validation", "test")
@@ -102,7 +102,7 @@ class PreciseBatchNorm(Callback):
 
 def write_statistics(checkpoint: Path, module: nn.Module) -> None:
     """Replace the BatchNorm buffers in a Lightning checkpoint file by the module's (atomically)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(checkpoint)
     names = {f"{prefix}.{buffer}" if prefix else buffer
              for prefix, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              for buffer in ("running_mean", "running_var", "num_batches_tracked")}
@@ -110,6 +110,4 @@ def write_statistics(checkpoint: Path, module: nn.Module) -> None:
     for name in names & set(ckpt["state_dict"]):
         ckpt["state_dict"][name] = state[name].detach().cpu()
     ckpt["precise_batchnorm"] = True
-    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, checkpoint)
+    write_checkpoint(checkpoint, ckpt)

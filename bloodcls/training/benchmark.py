@@ -27,7 +27,7 @@ import hydra
 import torch
 import torch.nn.functional as F
 
-from bloodcls.analysis.markdown import md_table
+from bloodcls.common.markdown import md_table
 from bloodcls.models.profiling import operation_counts
 
 # Dense bf16 tensor-core peaks from vendor datasheets (TFLOP/s); only a reference line.

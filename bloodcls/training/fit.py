@@ -17,13 +17,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from bloodcls.common.rundir import RESULTS_FILE, write_json
 from bloodcls.config import instantiate
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.models.profiling import efficiency
 from bloodcls.runs.environment import environment
-from bloodcls.runs.resume import keep_csv_history, start_or_resume
-from bloodcls.runs.rundir import RESULTS_FILE, write_json
+from bloodcls.runs.resume import check_ckpt_path, keep_csv_history, start_or_resume
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
 from bloodcls.training import loggers as trackers
@@ -106,6 +106,8 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     check_config(cfg)  # wrong types and out-of-range values stop here, before any folder or file is touched
     output_dir = Path(output_dir)
     target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
+    if target is None:  # ckpt_path= is read like resume= (weights-only, one paragraph for a bad file)
+        check_ckpt_path(cfg.get("ckpt_path"), training=bool(cfg.get("train", True)))
     resumed_from = target.checkpoint if target is not None else None
     with record_run(output_dir, cfg.get("run_name"), cfg.get("experiment_name"), resumed_from) as record:
         try:
@@ -124,10 +126,11 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, group: str | None, record: 
                            cfg.trainer.get("accelerator", "auto"), cfg.get("threads", "auto"))
     apply_threads(compute)
     rank_zero_info(describe(compute))
-    datamodule = instantiate(cfg.data, channels_last=compute.channels_last)
-    datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
+    datamodule = instantiate(cfg.data, channels_last=compute.channels_last)  # reads no file yet
+    # Cheap checks first: an unknown architecture or a bad model setting stops before the data file is looked for.
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names,
                         channels_last=compute.channels_last)
+    datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
     model.set_class_weights(datamodule.train_class_weights())  # the study's class-weighted loss
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

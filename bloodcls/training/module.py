@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from bloodcls.common.tta import tta_proba
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
-from bloodcls.inference.tta import tta_proba
 from bloodcls.models import build_from_hparams
 from bloodcls.training.callbacks import EvalResults
 from bloodcls.training.metrics import WeightedMean, classification_metrics, flatten_scores

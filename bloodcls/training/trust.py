@@ -9,13 +9,12 @@ goes to ``results.json`` (``trust``), and the reliability diagram to ``<run>/tru
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
+from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
 from bloodcls.training.callbacks import EvalResults
 from bloodcls.uncertainty.figures import reliability_diagram
 from bloodcls.uncertainty.fitting import fit_trust
@@ -27,11 +26,9 @@ FIGURE = Path("trust") / "reliability.png"
 
 def write_trust(checkpoint: Path, state: TrustState) -> None:
     """Store the fitted state in a Lightning checkpoint file as plain values (atomically)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(checkpoint)
     ckpt[CHECKPOINT_KEY] = state.to_dict()
-    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, checkpoint)
+    write_checkpoint(checkpoint, ckpt)
 
 
 class FitTrust(Callback):

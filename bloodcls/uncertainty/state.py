@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_KEY = "trust"
 VERSION = 1
 
 

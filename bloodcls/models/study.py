@@ -1,4 +1,5 @@
-"""The reference study's reported figures (../shared/reference_study.md), for side-by-side tables."""
+"""The reference study's reported figures (../shared/reference_study.md): the registered models' metadata
+(``ModelSpec.study``), the experiment list, and the rows the reports set beside ours."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 
 RESULTS_FILE = "results.json"
@@ -23,6 +23,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
 ROBUSTNESS_DIR = "robustness"
+HYDRA_SUBDIR = ".hydra"
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -36,10 +37,48 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     """Write atomically (a temporary file renamed over the target), so a killed job never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    text = json.dumps(payload, indent=2, default=str)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def run_folder_of(checkpoint: str | Path, strict: bool = True) -> Path | None:
+    """The run folder a checkpoint belongs to: the one home of checkpoint -> run folder.
+
+    ``<run>/checkpoints/x.ckpt`` gives ``<run>`` when it shows it is a run (``.hydra/`` or ``status.json``), else
+    None (``resume=`` then continues in a new folder). ``strict=False``: ``<run>`` whatever it holds, and for a
+    checkpoint outside a ``checkpoints/`` folder the folder it lies in (where the suite writes its records).
+    """
+    checkpoint = Path(checkpoint)
+    in_checkpoints = checkpoint.parent.name == CHECKPOINT_DIR
+    run = checkpoint.parent.parent if in_checkpoints else checkpoint.parent
+    if not strict:
+        return run
+    if in_checkpoints and ((run / HYDRA_SUBDIR).is_dir() or (run / STATUS_FILE).is_file()):
+        return run
+    return None
+
+
+def job_folders(folder: str | Path) -> list[Path]:
+    """The run folders directly inside a multirun or sweep folder, by name (hidden folders, e.g. a launcher's
+    ``.submitit/``, are none): the one walker over a folder of runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def result_folders(folders: Sequence[str | Path]) -> list[Path]:
+    """Every folder holding a results.json anywhere under ``folders`` (hidden folders aside, as in
+    :func:`job_folders`), each once, in the order found."""
+    seen: set[Path] = set()
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(RESULTS_FILE)):
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts[:-1])
+            if not hidden and path.parent.resolve() not in seen:
+                seen.add(path.parent.resolve())
+                found.append(path.parent)
+    return found
 
 
 def run_checkpoint(run: str | Path) -> Path | None:
@@ -56,15 +95,13 @@ def find_checkpoints(targets: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     found: list[tuple[Path, Path]] = []
     for target in map(Path, targets):
         if target.is_file():
-            run = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
-            found.append((run, target))
+            found.append((run_folder_of(target, strict=False), target))
         elif target.is_dir():
             ckpt = run_checkpoint(target)
             if ckpt is not None:
                 found.append((target, ckpt))
                 continue
-            runs = [(d, c) for d in sorted(p for p in target.iterdir() if p.is_dir())
-                    if (c := run_checkpoint(d)) is not None]
+            runs = [(d, c) for d in job_folders(target) if (c := run_checkpoint(d)) is not None]
             if not runs:
                 raise UserError(f"{target} holds no checkpoints: expected a run folder with checkpoints/best.ckpt "
                                 "(or last.ckpt), a multirun folder of such runs, or a .ckpt file.")

@@ -21,10 +21,15 @@ def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2
     """``"mean ± std"`` (sample std) of ``values`` x ``scale``; "–" for none; only the mean for a single
     value when ``bare_single`` (the shift suite's tables) instead of "± 0.00"."""
     mean, std = mean_std([v * scale for v in values if v is not None])
-    if math.isnan(mean):
-        return "–"
-    if bare_single and len(values) < 2:
+    if bare_single and len(values) < 2 and not math.isnan(mean):
         return f"{mean:.{digits}f}"
+    return plus_minus(mean, std, digits)
+
+
+def plus_minus(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``"mean ± std"`` of figures already aggregated; "–" when there is no mean (the one home of the format)."""
+    if mean is None or math.isnan(mean):
+        return "–"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
