@@ -4,6 +4,7 @@
 # Rerunning it skips finished runs and resumes interrupted ones (resume=), so a cut session continues.
 #   scripts/cpu_evidence.sh [OUT]        OUT defaults to outputs/evidence
 #   EXTRA="trainer.precision=32-true" scripts/cpu_evidence.sh outputs/evidence_fp32
+#   ORDER="robust_s0 strong_s1" scripts/cpu_evidence.sh     (only these, in this order)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-outputs/evidence}")
@@ -34,9 +35,16 @@ job() {  # name, then train.py overrides
 export -f job
 export OUT PY EXTRA JOBS
 
-{
+jobs_list() {
   for s in 0 1 2; do echo "study_s$s experiment=baseline_64 recipe=study seed=$s"; done
   for s in 0 1 2; do echo "strong_s$s experiment=baseline_64 recipe=strong seed=$s"; done
   for s in 0 1 2; do echo "robust_s$s experiment=baseline_64_robust recipe=strong seed=$s"; done
+}
+{
+  if [ -n "${ORDER:-}" ]; then  # e.g. ORDER="robust_s0 robust_s1 strong_s1": these runs, in this order
+    for name in $ORDER; do jobs_list | grep "^$name "; done
+  else
+    jobs_list
+  fi
 } | xargs -P "$JOBS" -L 1 bash -c 'job "$@"' _
 echo "$(date -u +%FT%TZ) queue done" >> "$OUT/queue.log"
