@@ -11,6 +11,10 @@ from typing import Any
 
 import torch
 
+from bloodcls.common.checkpoints import TRUST_KEY
+
+CHECKPOINT_KEY = TRUST_KEY  # where a checkpoint holds the state
+
 VERSION = 1
 
 
