@@ -96,7 +96,11 @@ class PreciseBatchNorm(Callback):
             for start in range(0, stop, size):
                 yield datamodule.prepare_batch(images[start:start + size].to(pl_module.device), train=False)
 
-        with trainer.precision_plugin.forward_context():
+        # The statistics of the activations evaluation will see: fp32 on a CPU (the module evaluates there in
+        # fp32 even when training in bf16), the trainer's precision elsewhere.
+        context = (torch.autocast("cpu", enabled=False) if pl_module.device.type == "cpu"
+                   else trainer.precision_plugin.forward_context())
+        with context:
             recompute_batchnorm(pl_module.net, batches())
 
 
