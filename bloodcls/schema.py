@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+from typing import TYPE_CHECKING, Any
 
 from bloodcls.errors import UserError
+
+if TYPE_CHECKING:  # omegaconf only where a config is checked: predict and the demo import these lists without it
+    from omegaconf import DictConfig
 
 
 class ConfigError(UserError):
@@ -38,10 +39,40 @@ class Rule:
     optional: bool = False  # null allowed
 
 
-SIZES = (28, 64, 128, 224)
+# The allowed values of each setting that names a choice, defined here once: check_config reads them, and so
+# do the classes that take them (they are built outside Hydra too), through check_value and its message.
+SIZES = (28, 64, 128, 224)  # BloodMNIST's releases (bloodcls.data.files)
+AUGMENTS = (True, False, "robust")
+MIN_AUGMENTS = ("none", "geometric")
+LOADERS = ("tensor", "torch")
+ON_DEVICE = ("auto", "true", "false")  # compared as lower-case strings: true/false may come as booleans
+CHANNELS_LAST = ("auto", True, False)
+INITS = ("keras", "torch")  # Glorot-uniform weights (the Keras ports) or PyTorch's default (bloodcls.models.registry)
+COMPILE_MODES = (False, True, "graphs")  # eager, torch.compile, torch.compile with CUDA graphs
+PRECISE_BN_WHEN = ("validation", "test")  # bloodcls.training.batchnorm.PreciseBatchNorm
 # Lightning's precision strings, and auto (bloodcls.training.compute picks bf16-mixed or 32-true).
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
               "64-true", "64", "transformer-engine", "transformer-engine-float16")
+
+
+def _spelled(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)  # as YAML and the command line write it
+
+
+def either(values: tuple[Any, ...]) -> str:
+    """``a, b or c``: the choices as a message lists them."""
+    words = [_spelled(v) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def among(value: Any, values: tuple[Any, ...]) -> bool:
+    """``value in values``, except that a boolean matches only a boolean (0 is not false, 1 is not true)."""
+    return any(value is c if isinstance(c, bool) or isinstance(value, bool) else value == c for c in values)
+
+
+def _choice(key: str, values: tuple[Any, ...], note: str = "") -> Rule:
+    return Rule(key, lambda v: among(v, values), either(values) + note)
+
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", lambda v: _int(v) and v >= 0, "a whole number >= 0, e.g. seed=1"),
@@ -49,25 +80,27 @@ RULES: tuple[Rule, ...] = (
     Rule("data.batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1, e.g. data.batch_size=64"),
     Rule("data.eval_batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1"),
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "a whole number >= 0"),
-    Rule("data.augment", lambda v: isinstance(v, bool) or v == "robust", "true, false or robust"),
-    Rule("data.min_augment", lambda v: v in ("none", "geometric"), "none or geometric"),
-    Rule("data.loader", lambda v: v in ("tensor", "torch"), "tensor or torch"),
-    Rule("data.on_device", lambda v: str(v).lower() in ("auto", "true", "false"), "auto, true or false"),
+    _choice("data.augment", AUGMENTS),
+    _choice("data.min_augment", MIN_AUGMENTS),
+    _choice("data.loader", LOADERS),
+    Rule("data.on_device", lambda v: str(v).lower() in ON_DEVICE, either(ON_DEVICE)),
     Rule("model.optimizer.lr", lambda v: _num(v) and v > 0, "a number > 0 (the study's Adam uses 1e-4)"),
     Rule("model.optimizer.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0"),
     Rule("model.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     Rule("model.dropout_scale", lambda v: _num(v) and 0 <= v < 2, "a number in [0, 2) (1 = the study's rates, up to 0.5)"),
     Rule("model.bn_momentum", lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1] (PyTorch's convention)", True),
     Rule("model.bn_eps", lambda v: _num(v) and v > 0, "a number > 0", True),
-    Rule("model.init", lambda v: v in ("keras", "torch"), "keras or torch"),
-    Rule("model.compile", lambda v: v in (False, True, "graphs"), "false, true or graphs"),
+    _choice("model.init", INITS),
+    _choice("model.compile", COMPILE_MODES, " (true: torch.compile; graphs: with CUDA graphs, trainer=gpu only)"),
     Rule("model.tta", lambda v: isinstance(v, bool), "true or false"),
-    Rule("data.channels_last", lambda v: isinstance(v, bool) or v == "auto", "auto, true or false"),
+    _choice("data.channels_last", CHANNELS_LAST),
     Rule("threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1"),
     Rule("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     Rule("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (-1: no limit)"),
     Rule("callbacks.early_stopping.patience", lambda v: _int(v) and v >= 0, "a whole number >= 0"),
+    _choice("callbacks.precise_bn.when", PRECISE_BN_WHEN),
 )
+BY_KEY = {rule.key: rule for rule in RULES}
 
 
 _MISSING = object()
@@ -75,6 +108,8 @@ _MISSING = object()
 
 def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     """(present, value); an interpolation that cannot resolve counts as a bad value, not a crash."""
+    from omegaconf import OmegaConf
+
     try:
         node = OmegaConf.select(cfg, key, throw_on_missing=True, default=_MISSING)
     except Exception as err:  # noqa: BLE001 - OmegaConf raises several kinds for a broken interpolation
@@ -82,18 +117,32 @@ def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return node is not _MISSING, node
 
 
+def _problem(rule: Rule, value: Any) -> str | None:
+    """``key=value (expected ...)`` for a bad value, None for a good one."""
+    if (value is None and rule.optional) or (value is not None and rule.ok(value)):
+        return None
+    return f"{rule.key}={value!r} (expected {rule.allowed})"
+
+
+def _paragraph(bad: list[str]) -> str:
+    return (f"Config value{'s' if len(bad) > 1 else ''} out of range or of the wrong type: {'; '.join(bad)}. "
+            "Fix the override on the command line (or the YAML under conf/) and run again; "
+            "`python train.py --cfg job` prints the composed config.")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every bad value (key, value given, what is allowed)."""
     bad = []
     for rule in RULES:
         present, value = _lookup(cfg, rule.key)
-        if not present or (value is None and rule.optional):
-            continue
-        if value is None or not rule.ok(value):
-            bad.append(f"{rule.key}={value!r} (expected {rule.allowed})")
+        if present and (problem := _problem(rule, value)):
+            bad.append(problem)
     if bad:
-        raise ConfigError(
-            f"Config value{'s' if len(bad) > 1 else ''} out of range or of the wrong type: {'; '.join(bad)}. "
-            "Fix the override on the command line (or the YAML under conf/) and run again; "
-            "`python train.py --cfg job` prints the composed config."
-        )
+        raise ConfigError(_paragraph(bad))
+
+
+def check_value(key: str, value: Any, error: type[UserError] = ConfigError) -> None:
+    """One setting checked as :func:`check_config` checks it, with its message: for the classes that take these
+    values (``error`` keeps their kind, e.g. DataError), which are also built without a config."""
+    if problem := _problem(BY_KEY[key], value):
+        raise error(_paragraph([problem]))

@@ -37,7 +37,7 @@ def test_recompute_gives_the_exact_average_with_dropout_off_and_restores_the_net
 
 
 def test_a_bad_when_is_refused_with_the_choices():
-    with pytest.raises(UserError, match="validation, test"):
+    with pytest.raises(UserError, match=r"callbacks.precise_bn.when='later' \(expected validation or test\)"):
         PreciseBatchNorm(when="later")
 
 

@@ -173,6 +173,10 @@ def test_datamodule_rejects_bad_options(synthetic_root):
         BloodMNISTDataModule(root=str(synthetic_root), loader="pil")
     with pytest.raises(DataError, match="data.on_device"):
         BloodMNISTDataModule(root=str(synthetic_root), on_device="maybe")
+    with pytest.raises(DataError, match=r"data.augment='maybe' \(expected true, false or robust\)"):
+        BloodMNISTDataModule(root=str(synthetic_root), augment="maybe")
+    with pytest.raises(DataError, match=r"data.channels_last='sometimes' \(expected auto, true or false\)"):
+        BloodMNISTDataModule(root=str(synthetic_root), channels_last="sometimes")
 
 
 def test_train_class_weights_before_and_after_setup(synthetic_root):

@@ -2,6 +2,8 @@
 
 import pytest
 
+from bloodcls import schema
+from bloodcls.errors import UserError
 from bloodcls.schema import ConfigError, check_config
 from tests.helpers import compose_train, no_data, run_cli
 
@@ -15,6 +17,9 @@ BAD = [
     ("data.augment=maybe", "data.augment='maybe' (expected true, false or robust"),
     ("model.label_smoothing=1.5", "model.label_smoothing=1.5 (expected a number in [0, 1)"),
     ("model.compile=graph", "model.compile='graph' (expected false, true or graphs"),
+    ("model.compile=1", "model.compile=1 (expected false, true or graphs"),  # a number is not a switch
+    ("data.loader=pil", "data.loader='pil' (expected tensor or torch)"),
+    ("callbacks.precise_bn.when=later", "callbacks.precise_bn.when='later' (expected validation or test)"),
 ]
 
 
@@ -37,6 +42,45 @@ def test_shipped_configs_pass(tmp_path):
     for overrides in ([], ["experiment=baseline_64"], ["recipe=strong"], ["experiment=resnet18_28", "recipe=keras"],
                       ["trainer=gpu"], ["model.bn_momentum=null"]):
         check_config(compose_train(overrides, output_dir=tmp_path))
+
+
+def _built(key: str, value):
+    """Build what takes ``key`` with ``value`` outside Hydra."""
+    from bloodcls.data import BloodMNISTDataModule
+    from bloodcls.models import build_model
+    from bloodcls.training.batchnorm import PreciseBatchNorm
+    from bloodcls.training.module import BloodCellClassifier
+
+    group, name = key.rsplit(".", 1)
+    if group == "data":
+        return BloodMNISTDataModule(img_size=28, **{name: value})
+    if key == "model.init":
+        return build_model("skip", 28, init=value)
+    if key == "model.compile":
+        return BloodCellClassifier(name="skip", img_size=28, compile=value)
+    return PreciseBatchNorm(when=value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("data.loader", "pil"), ("data.on_device", "maybe"), ("data.augment", "maybe"),
+                                            ("data.min_augment", "all"), ("data.channels_last", "sometimes"),
+                                            ("model.init", "he"), ("model.compile", "graph"),
+                                            ("callbacks.precise_bn.when", "later")])
+def test_classes_refuse_with_the_config_check_message(key, value, tmp_path):
+    # one home for the allowed values: the classes (built without Hydra too) say what check_config says
+    with pytest.raises(ConfigError) as from_config:
+        check_config(compose_train(["recipe=study", f"{key}={value}"], output_dir=tmp_path))
+    with pytest.raises(UserError) as from_class:
+        _built(key, value)
+    assert str(from_class.value) == str(from_config.value)
+
+
+def test_allowed_values_are_the_constants_the_classes_use():
+    assert schema.BY_KEY["data.loader"].allowed == "tensor or torch" and schema.either(schema.COMPILE_MODES) == \
+        "false, true or graphs"
+    from bloodcls.data import SIZES
+
+    assert SIZES is schema.SIZES  # the data files and the check list the same releases
+    assert schema.among(True, schema.COMPILE_MODES) and not schema.among(0, schema.COMPILE_MODES)
 
 
 @pytest.mark.slow

@@ -7,8 +7,11 @@ import time
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from bloodcls.training import train
+from bloodcls.errors import UserError
+from bloodcls.runs.status import RunRecord
+from bloodcls.training import fit, train
 from tests.conftest import FAST, SHARED_DATA
 from tests.helpers import compose_train, no_data, run_cli
 
@@ -65,6 +68,53 @@ def test_test_split_scored_with_best_checkpoint(trained, synthetic_root):
     with torch.no_grad():
         pred = model(dm.prepare_batch(x, train=False)).argmax(1)
     assert pred.tolist() == results["test"]["predictions"]
+
+
+def _count_wandb_finishes(monkeypatch) -> list[int]:
+    """The exit codes train() finishes its W&B run with (it still finishes it)."""
+    codes: list[int] = []
+    real = fit._close_wandb_run
+    monkeypatch.setattr(fit, "_close_wandb_run", lambda exit_code: (codes.append(exit_code), real(exit_code)))
+    return codes
+
+
+def test_train_leaves_the_config_as_it_came(synthetic_root, tmp_path, monkeypatch):
+    # logger=wandb is where the group used to be written into cfg; a sweep reuses the config it hands in
+    cfg = compose_train(["model=inception", "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=1",
+                         "logger=[csv,wandb]", "logger.wandb.mode=disabled", *FAST], output_dir=tmp_path)
+    before = OmegaConf.to_container(cfg)
+    finishes = _count_wandb_finishes(monkeypatch)
+    results = train(cfg, output_dir=tmp_path, group="pytest-group")
+    assert OmegaConf.to_container(cfg) == before
+    assert results["config"]["logger"]["wandb"]["group"] == "pytest-group"  # the run's own copy carries it
+    assert finishes == [0]
+
+
+def test_a_failed_run_finishes_wandb_once_and_leaves_the_config(synthetic_root, tmp_path, monkeypatch):
+    import wandb
+
+    cfg = compose_train(["model=inception", "data.img_size=28", f"data.root={synthetic_root}", "train=false",
+                         "logger=[csv,wandb]", "logger.wandb.mode=disabled", *FAST], output_dir=tmp_path)
+    before = OmegaConf.to_container(cfg)
+    finishes = _count_wandb_finishes(monkeypatch)
+    with pytest.raises(UserError, match="ckpt_path"):  # raised once the trackers are up
+        train(cfg, output_dir=tmp_path, group="g")
+    assert finishes == [1] and wandb.run is None
+    assert OmegaConf.to_container(cfg) == before
+
+
+def test_run_config_carries_group_and_wandb_id_in_a_copy(tmp_path):
+    cfg = compose_train(["logger=[wandb,mlflow]"], output_dir=tmp_path)
+    before = OmegaConf.to_container(cfg)
+    resumed = RunRecord(tmp_path, {"group": "first-group", "wandb_id": "abc123"}, enabled=False)
+    run_cfg, group = fit.run_config(cfg, resumed, "new-group")
+    assert group == "first-group"  # a resumed run keeps its group and its W&B run
+    assert (run_cfg.logger.wandb.group, run_cfg.logger.wandb.id) == ("first-group", "abc123")
+    assert run_cfg.logger.mlflow.tags.group == "first-group"
+    assert OmegaConf.to_container(cfg) == before
+    explicit = compose_train(["logger=wandb", "logger.wandb.group=mine"], output_dir=tmp_path)
+    fresh = RunRecord(tmp_path, {}, enabled=False)
+    assert fit.run_config(explicit, fresh, "sweep")[0].logger.wandb.group == "mine"
 
 
 @pytest.mark.slow

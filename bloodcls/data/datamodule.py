@@ -28,13 +28,12 @@ from bloodcls.data.files import (
 )
 from bloodcls.data.loaders import ArrayDataset, ShardSampler, TensorBatches
 from bloodcls.errors import DataError
+from bloodcls.schema import check_value
 
 log = logging.getLogger(__name__)
 
 def _photometric(augment: bool | str, strengths: dict | None, img_size: int) -> PhotometricAugment | None:
     """``augment=robust``: the study's geometric augmentation plus :class:`PhotometricAugment`."""
-    if isinstance(augment, str) and augment != "robust":
-        raise DataError(f"data.augment must be true, false or robust, got {augment!r}.")
     if augment != "robust":
         return None
     try:
@@ -69,17 +68,13 @@ class BloodMNISTDataModule(L.LightningDataModule):
         min_augment: str = "none",
     ) -> None:
         super().__init__()
-        if min_augment not in ("none", "geometric"):
-            raise DataError(f"data.min_augment must be none or geometric, got {min_augment!r}.")
+        # the allowed values and the message are check_config's (bloodcls.schema): this class is built without Hydra too
+        for key, value in (("augment", augment), ("min_augment", min_augment), ("loader", loader),
+                           ("on_device", on_device), ("channels_last", channels_last)):
+            check_value(f"data.{key}", value, DataError)
         if min_augment == "geometric" and augment is False:
             augment = True  # a recipe that always augments (recipe=strong) keeps augment=robust as it is
-        if loader not in ("tensor", "torch"):
-            raise DataError(f"data.loader must be 'tensor' or 'torch', got {loader!r}.")
-        if str(on_device).lower() not in ("auto", "true", "false"):
-            raise DataError(f"data.on_device must be auto, true or false, got {on_device!r}.")
         _check_size(img_size)
-        if not isinstance(channels_last, bool) and channels_last != "auto":
-            raise DataError(f"data.channels_last must be auto, true or false, got {channels_last!r}.")
         self.root = str(Path(root).expanduser()) if root else default_root()
         self.img_size, self.batch_size, self.eval_batch_size = img_size, batch_size, eval_batch_size
         self.photometric = _photometric(augment, photometric, img_size)

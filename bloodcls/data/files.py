@@ -17,11 +17,11 @@ import torch
 from medmnist.info import DEFAULT_ROOT, HOMEPAGE, INFO
 
 from bloodcls.errors import DataError
+from bloodcls.schema import SIZES
 
 log = logging.getLogger(__name__)
 
 FLAG = "bloodmnist"
-SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
 NUM_CLASSES = 8
 # Index order of the dataset itself (MedMNIST INFO), in key-friendly form for metric names.

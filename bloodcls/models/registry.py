@@ -16,6 +16,7 @@ from torch import nn
 
 from bloodcls.errors import UserError
 from bloodcls.models.study import COUNTS, PERFORMANCE
+from bloodcls.schema import check_value
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,8 @@ def model_spec(name: str) -> ModelSpec:
 # Families built from another library by architecture name (model.arch): `model=timm model.arch=resnet18`.
 FAMILIES = ("timm",)
 
-# "keras": Glorot-uniform weights, zero biases (what the architectures build); "torch": PyTorch's default
-# (Kaiming-uniform with a=sqrt(5), fan-in-scaled uniform biases).
-INITS = ("keras", "torch")
+# model.init (bloodcls.schema.INITS): "keras": Glorot-uniform weights, zero biases (what the architectures build);
+# "torch": PyTorch's default (Kaiming-uniform with a=sqrt(5), fan-in-scaled uniform biases).
 
 
 def model_names() -> list[str]:
@@ -92,8 +92,7 @@ def build_model(
     (docs/results/ablation.md). ``name="timm"`` builds the timm architecture ``arch``
     (optionally with ImageNet weights) with timm's own initialisation and BatchNorm values.
     """
-    if init not in INITS:
-        raise UserError(f"model.init={init!r} is not a known initialisation. Use one of: {', '.join(INITS)}.")
+    check_value("model.init", init)
     if name == "timm":
         # timm's own layer details: the recipe's init and Keras BatchNorm are for the study's ports. With
         # BatchNorm momentum 0.01 a from-scratch ResNet-18's running statistics lag its weights so far that

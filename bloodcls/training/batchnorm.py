@@ -22,9 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
-from bloodcls.errors import UserError
-
-WHEN = ("validation", "test")
+from bloodcls.schema import check_value
 
 
 @torch.no_grad()
@@ -66,8 +64,7 @@ class PreciseBatchNorm(Callback):
     """
 
     def __init__(self, when: str = "validation", max_batches: int | None = None) -> None:
-        if when not in WHEN:
-            raise UserError(f"callbacks.precise_bn.when={when!r}: choose one of {', '.join(WHEN)}.")
+        check_value("callbacks.precise_bn.when", when)  # bloodcls.schema.PRECISE_BN_WHEN
         self.when, self.max_batches = when, max_batches
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -167,7 +167,8 @@ def mlflow_logger(
 
 def tag_runs(cfg: Any, group: str | None) -> None:
     """Write the run's sweep group into the MLflow tags before the logger is made (W&B gets it as its group;
-    TensorBoard runs are named by their folder, which sits in the sweep's)."""
+    TensorBoard runs are named by their folder, which sits in the sweep's). ``cfg`` is changed: train() hands
+    in the run's own copy (:func:`bloodcls.training.fit.run_config`)."""
     from omegaconf import OmegaConf
 
     if group and cfg.get("logger") and cfg.logger.get("mlflow") is not None:

@@ -16,13 +16,11 @@ from bloodcls.common.tta import tta_proba
 from bloodcls.data import CLASS_NAMES
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
+from bloodcls.schema import check_value
 from bloodcls.training.callbacks import EvalResults
 from bloodcls.training.metrics import WeightedMean, classification_metrics, flatten_scores
 
 log = logging.getLogger(__name__)
-
-# model.compile: False (eager), True (torch.compile), "graphs" (torch.compile with CUDA graphs, CUDA only)
-COMPILE_MODES = (False, True, "graphs")
 
 
 class NonFiniteLossError(UserError):
@@ -97,9 +95,7 @@ class BloodCellClassifier(L.LightningModule):
         self._test_preds: list[torch.Tensor] = []
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if compile not in COMPILE_MODES:
-            raise UserError(f"model.compile={compile!r} is not one of false, true (torch.compile) or graphs "
-                            "(torch.compile with CUDA graphs, trainer=gpu only).")
+        check_value("model.compile", compile)  # bloodcls.schema.COMPILE_MODES
         self.compile_mode = compile
         self.compiled = False
         if compile is True:
