@@ -1,6 +1,6 @@
 """Command line: calibration, abstention and the "not a blood-cell image" gate of trained runs.
 
-    python -m bloodcls.trust <run or multirun folder or .ckpt>... [--refit] [--shift-images 1000] [--table]
+    python -m bloodcls.trust <run or multirun folder or .ckpt>... [--refit] [--shift-images 1000] [--table] [--reuse]
 
 Fits the trust state where a run's checkpoint lacks it (runs trained before it existed; written into the
 run's own best.ckpt), scores it on the test split, on far-OOD images (natural photos, crops, plain
@@ -28,13 +28,15 @@ def _parser() -> argparse.ArgumentParser:
                    "~/.medmnist)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table", action="store_true", help="print Markdown tables over the runs")
+    p.add_argument("--reuse", action="store_true", help="keep a run's trust/trust.json where it has one "
+                   "(no refit, no rescoring): tables over runs scored before")
     return p
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parser().parse_args(argv)
-    from bloodcls.analysis.trust import shift_table, trust_run, trust_table
+    from bloodcls.analysis.trust import JSON_FILE, OUT_DIR, shift_table, trust_run, trust_table
     from bloodcls.common.rundir import RESULTS_FILE, find_checkpoints, read_json
     from bloodcls.data import default_root, ensure_file, load_npz
     from bloodcls.errors import UserError
@@ -44,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise UserError(f"--shift-images {args.shift_images}: give a whole number >= 1 (e.g. 1000).")
     records = []
     for run, ckpt in find_checkpoints(args.targets):
+        kept = read_json(run / OUT_DIR / JSON_FILE) if args.reuse and not args.refit else None
+        if kept:
+            records.append(kept)
+            continue
         size = load_trained(ckpt).img_size
         config = (read_json(run / RESULTS_FILE) or {}).get("config", {})
         root = args.data_root or config.get("data", {}).get("root") or default_root()

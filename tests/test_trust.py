@@ -160,6 +160,8 @@ def test_trust_command_fits_old_runs_and_never_rewrites_a_handed_in_checkpoint(r
     assert "trust" in json.loads((run / "results.json").read_text())
     table = capsys.readouterr().out
     assert "ECE after (%)" in table and "far-OOD AUROC (%)" in table and "mean over shifts" in table
+    again = trust_main([str(run), "--reuse", "--table"])  # the scored record, not scored again
+    assert again[0]["report"] == rec["report"] and "ECE after (%)" in capsys.readouterr().out
 
 
 def test_trust_command_rejects_a_bad_value(trained_checkpoint, capsys):
