@@ -50,11 +50,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if kept:
             records.append(kept)
             continue
-        size = load_trained(ckpt).img_size
+        model = load_trained(ckpt)
+        size = model.img_size
         config = (read_json(run / RESULTS_FILE) or {}).get("config", {})
         root = args.data_root or config.get("data", {}).get("root") or default_root()
         arrays = load_npz(ensure_file(root, size, download=False), size)
-        rec = trust_run(run, ckpt, arrays, refit=args.refit, shift_images=args.shift_images, seed=args.seed)
+        rec = trust_run(run, ckpt, arrays, refit=args.refit, shift_images=args.shift_images, seed=args.seed, model=model)
         s = rec["summary"]
         print(f"{run}: ECE {100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %, AURC "
               f"{100 * s['trust/aurc']:.2f} %, acc@90 {100 * s['trust/acc_at_90']:.2f} %, far-OOD AUROC "

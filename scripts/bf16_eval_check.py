@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+from bloodcls.common.tensors import to_float_images
 from bloodcls.data import load_npz
 from bloodcls.inference.checkpoint import load_trained
 
@@ -17,7 +18,7 @@ def main(ckpt: str, npz: str) -> None:
     torch.set_num_threads(1)
     net = load_trained(ckpt).net.to(memory_format=torch.channels_last).eval()
     images, labels = load_npz(npz)["test"]
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous(memory_format=torch.channels_last)
+    x = to_float_images(torch.from_numpy(images)).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(labels).flatten().long()
     logits = {}
     with torch.no_grad():

@@ -17,6 +17,7 @@ import torch
 from bloodcls.common.markdown import md_table
 from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, write_json
 from bloodcls.common.stats import format_mean_std
+from bloodcls.common.tensors import to_float_images
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import _generator
 from bloodcls.runs.environment import environment
@@ -33,7 +34,7 @@ PNG_FILE = "reliability.png"
 def shift_firing(net: torch.nn.Module, state: TrustState, images: torch.Tensor, seed: int = 0,
                  severities: Sequence[int] = SEVERITIES) -> dict[str, list[float]]:
     """Share of (shifted) test images the gate turns away, per shift, at each severity; ``clean`` first."""
-    x = images.permute(0, 3, 1, 2).float().div(255)
+    x = to_float_images(images)
 
     def fires(batch: torch.Tensor) -> float:
         _, feats = logits_and_features(net, batch)
@@ -47,12 +48,14 @@ def shift_firing(net: torch.nn.Module, state: TrustState, images: torch.Tensor, 
 
 
 def trust_run(run: Path, ckpt: Path, arrays: dict[str, tuple[Any, Any]], *, refit: bool = False,
-              shift_images: int = 1000, seed: int = 0, max_train_images: int | None = 4000) -> dict[str, Any]:
-    """Fit (when missing or ``refit``) and score one run; returns the ``trust.json`` record."""
+              shift_images: int = 1000, seed: int = 0, max_train_images: int | None = 4000,
+              model: Any = None) -> dict[str, Any]:
+    """Fit (when missing or ``refit``) and score one run; returns the ``trust.json`` record. ``model``: the
+    checkpoint already loaded (``load_trained``), so it is read once."""
     from bloodcls.inference.checkpoint import load_trained
     from bloodcls.training.trust import write_trust
 
-    model = load_trained(ckpt)
+    model = model if model is not None else load_trained(ckpt)
     results = read_json(run / RESULTS_FILE) or {}
     fitted_now = model.trust is None or refit
     if fitted_now:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bloodcls.common.tensors import to_float_images
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature, reliability_bins
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.ood import (
@@ -30,10 +31,6 @@ from bloodcls.uncertainty.state import TrustState
 MAX_ERROR = 0.01  # abstention: validation error rate of the accepted predictions
 
 
-def _float_images(u8: torch.Tensor) -> torch.Tensor:
-    return u8.permute(0, 3, 1, 2).float().div_(255)  # as bloodcls.inference.images.to_float_images
-
-
 @torch.no_grad()
 def logits_and_features(net: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 256,
                         device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +45,7 @@ def logits_and_features(net: nn.Module, images: torch.Tensor | np.ndarray, batch
         with penultimate(net) as feats, torch.autocast(device.type, enabled=False):
             for i in range(0, len(images), batch_size):
                 x = images[i:i + batch_size].to(device)
-                x = (_float_images(x) if x.dtype == torch.uint8 else x).contiguous(memory_format=torch.channels_last)
+                x = (to_float_images(x) if x.dtype == torch.uint8 else x).contiguous(memory_format=torch.channels_last)
                 logits.append(net(x).float().cpu())
     finally:
         net.train(was_training)
