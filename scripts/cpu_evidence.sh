@@ -13,14 +13,29 @@ JOBS=${JOBS:-2}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 
+lane() {  # wait for a free lane: fewer than JOBS trainings or scorings going (other queues' included)
+  exec 9>"$OUT/.lane.lock"; flock 9
+  while [ "$(pgrep -fc "$BUSY")" -ge "$JOBS" ]; do sleep 20; done
+}
+
+score() {  # the robust rows are scored by the shift suite too (python -m bloodcls.robustness), in a lane
+  local name=$1 dir="$OUT/$1"
+  case $name in robust*) ;; *) return 0 ;; esac
+  [ -f "$dir/robustness/robustness.json" ] && return 0
+  lane
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m bloodcls.robustness "$dir" --device cpu > "$OUT/rob_$name.log" 2>&1 &
+  local pid=$!
+  sleep 10; flock -u 9
+  wait $pid
+  echo "$(date -u +%FT%TZ) scored $name rc=$?" >> "$OUT/queue.log"
+}
+
 job() {  # name, then train.py overrides
   local name=$1; shift
   local dir="$OUT/$name"
-  if [ -f "$dir/results.json" ] && grep -q '"status": "completed"' "$dir/results.json"; then return 0; fi
+  if [ -f "$dir/results.json" ] && grep -q '"status": "completed"' "$dir/results.json"; then score "$name"; return 0; fi
   if pgrep -f "$(basename "$OUT")/$name( |\$)" > /dev/null; then return 0; fi  # training in another queue
-  # a lane is free when fewer than JOBS training runs are going (other queues' included)
-  exec 9>"$OUT/.lane.lock"; flock 9
-  while [ "$(pgrep -fc 'python train.py')" -ge "$JOBS" ]; do sleep 20; done
+  lane
   local where=(hydra.run.dir="$dir")
   [ -f "$dir/checkpoints/last.ckpt" ] && where=(resume="$dir")
   echo "$(date -u +%FT%TZ) start $name" >> "$OUT/queue.log"
@@ -31,14 +46,20 @@ job() {  # name, then train.py overrides
   sleep 30; flock -u 9  # started: the next job may look for a lane
   wait $pid
   echo "$(date -u +%FT%TZ) end $name rc=$?" >> "$OUT/queue.log"
+  score "$name"
 }
-export -f job
-export OUT PY EXTRA JOBS
+BUSY='python (train\.py|-m bloodcls\.robustness)'  # what takes a lane
+export -f lane score job
+export OUT PY EXTRA JOBS BUSY
 
 jobs_list() {
   for s in 0 1 2; do echo "study_s$s experiment=baseline_64 recipe=study seed=$s"; done
   for s in 0 1 2; do echo "strong_s$s experiment=baseline_64 recipe=strong seed=$s"; done
   for s in 0 1 2; do echo "robust_s$s experiment=baseline_64_robust recipe=strong seed=$s"; done
+  # levers for the robust recipe's clean accuracy (docs/results/cpu-fast-path.md)
+  for s in 0 1 2; do echo "robust40_s$s experiment=baseline_64_robust recipe=strong seed=$s trainer.max_epochs=40"; done
+  for s in 0 1 2; do echo "robusthalf_s$s experiment=baseline_64_robust recipe=strong seed=$s data.photometric.share=0.5"; done
+  for s in 0 1 2; do echo "robustramp_s$s experiment=baseline_64_robust recipe=strong seed=$s data.photometric.ramp_epochs=10"; done
 }
 {
   if [ -n "${ORDER:-}" ]; then  # e.g. ORDER="robust_s0 robust_s1 strong_s1": these runs, in this order

@@ -54,6 +54,46 @@ def test_subset_steps_leave_unpicked_images_alone():
         assert 0 < changed.sum() < len(x)
 
 
+def _changed(x, y):
+    return (y - x).abs().flatten(1).amax(1) > 1e-6
+
+
+def test_share_keeps_the_rest_of_the_batch_clean():
+    x = _batch(400)
+    always = {**OFF, "jitter_p": 1.0}  # every touched image changes, so "changed" counts the share
+    torch.manual_seed(4)
+    assert torch.equal(PhotometricAugment(img_size=32, **always, share=0.0)(x), x)
+    changed = _changed(x, PhotometricAugment(img_size=32, **always, share=0.25)(x)).float().mean()
+    assert 0.18 < changed < 0.32
+    assert _changed(x, PhotometricAugment(img_size=32, **always)(x)).all()
+
+
+def test_ramp_grows_the_share_over_the_first_epochs():
+    aug = PhotometricAugment(img_size=32, share=0.5, ramp_epochs=10)
+    assert [aug.share_at(e) for e in (0, 5, 10, 15)] == [0.0, 0.25, 0.5, 0.5]
+    assert aug.share_at(None) == 0.5  # outside training: the full share
+    x = _batch(64)
+    torch.manual_seed(6)
+    assert torch.equal(PhotometricAugment(img_size=32, ramp_epochs=4)(x, epoch=0), x)
+
+
+@pytest.mark.parametrize("bad", [{"share": 1.5}, {"share": -0.1}, {"ramp_epochs": -1}])
+def test_bad_share_or_ramp_is_one_config_message(bad):
+    with pytest.raises(DataError, match=r"data.photometric.share between 0 and 1"):
+        BloodMNISTDataModule(img_size=28, augment="robust", photometric=bad)
+
+
+def test_the_datamodule_passes_the_epoch_to_the_ramp():
+    dm = BloodMNISTDataModule(img_size=28, augment="robust", photometric={**OFF, "jitter_p": 1.0, "ramp_epochs": 5})
+    dm.trainer = SimpleNamespace(current_epoch=0, training=True)
+    x = (torch.rand(16, 28, 28, 3) * 255).to(torch.uint8)
+    dm.augment = False  # the photometric steps alone
+    first = dm.prepare_batch(x, train=True)
+    assert torch.equal(first, dm.prepare_batch(x, train=False))  # epoch 0 of the ramp: untouched
+    dm.trainer.current_epoch = 5
+    assert not torch.equal(dm.prepare_batch(x, train=True), first)
+
+
 def test_same_seed_same_augmentation():
     x = _batch()
     aug = PhotometricAugment(img_size=32)

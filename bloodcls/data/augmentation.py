@@ -144,6 +144,10 @@ class PhotometricAugment(nn.Module):
     to a random subset (probability ``*_p``) in the order light -> optics -> sensor -> storage.
     Runs after :class:`GeometricAugment` on float N x 3 x S x S in [0, 1] and keeps that range.
     Spatial strengths are in pixels of a 64 px image and scaled with ``img_size``.
+
+    ``share`` is the fraction of images the whole stack may touch (the rest stay clean, so the
+    network keeps seeing the lab's own images); ``ramp_epochs`` grows that fraction linearly from 0
+    at epoch 0 to ``share`` at that epoch (a curriculum: learn the cells first, then the variability).
     """
 
     def __init__(
@@ -166,9 +170,15 @@ class PhotometricAugment(nn.Module):
         noise_p: float = 0.25,
         jpeg_quality: tuple[int, int] = (20, 95),
         jpeg_p: float = 0.25,
+        share: float = 1.0,
+        ramp_epochs: int = 0,
     ) -> None:
         super().__init__()
         import kornia.augmentation as K
+
+        if not 0.0 <= share <= 1.0 or ramp_epochs < 0:
+            raise ValueError(f"share must lie in [0, 1] and ramp_epochs be >= 0, not {share} and {ramp_epochs}")
+        self.share, self.ramp_epochs = float(share), int(ramp_epochs)
 
         s = img_size / REFERENCE_SIZE
         sigma = (blur_sigma[0] * s, blur_sigma[1] * s)
@@ -191,7 +201,23 @@ class PhotometricAugment(nn.Module):
             steps.append(RandomJPEG(tuple(jpeg_quality), p=jpeg_p))
         self.steps = nn.ModuleList(steps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def share_at(self, epoch: int | None) -> float:
+        """The fraction of images augmented at ``epoch`` (None: outside a training loop, the full share)."""
+        if epoch is None or self.ramp_epochs == 0:
+            return self.share
+        return self.share * min(1.0, epoch / self.ramp_epochs)
+
+    def forward(self, x: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
+        share = self.share_at(epoch)
+        if share < 1.0:
+            pick = (torch.rand(len(x), device=x.device) < share).nonzero().flatten()
+            out = x.clone()
+            if len(pick):
+                out[pick] = self._apply(x[pick])
+            return out
+        return self._apply(x)
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
         for step in self.steps:
             x = step(x).clamp(0, 1)  # noise and bicubic resampling overshoot; the next step expects [0, 1]
         return x

@@ -41,6 +41,9 @@ def _photometric(augment: bool | str, strengths: dict | None, img_size: int) -> 
     except TypeError as err:
         raise DataError(f"data.photometric has an unknown strength ({err}); see bloodcls.data.augmentation."
                         "PhotometricAugment for the names.") from None
+    except ValueError as err:
+        raise DataError(f"data.photometric: {err}. Set data.photometric.share between 0 and 1 and "
+                        "data.photometric.ramp_epochs to 0 or more.") from None
 
 
 class BloodMNISTDataModule(L.LightningDataModule):
@@ -170,7 +173,7 @@ class BloodMNISTDataModule(L.LightningDataModule):
             if train and self.augment:
                 x = self.augmenter(x)
         if train and self.photometric is not None:  # augment=robust: lab variability on top
-            x = self.photometric(x)
+            x = self.photometric(x, epoch=getattr(self.trainer, "current_epoch", None))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=memory_format)
 
