@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/sweep_jobs}; shift || true
+mkdir -p "$OUT"
 PY=${PY:-.venv/bin/python}
-COMMON=(experiments=[baseline_64,baseline_128] seeds=[0,1] trainer.max_epochs=1 logger=csv
+# a two-experiment, one-epoch sweep by default (EXPS, SEEDS to change it)
+COMMON=("experiments=${EXPS:-[baseline_64,baseline_64_robust]}" "seeds=${SEEDS:-[0]}" trainer.max_epochs=1 logger=csv
         trainer.enable_progress_bar=false "paths.log_dir=$OUT" "$@")
 for mode in "jobs=2 threads=1" "jobs=1 threads=2"; do
   name=$(echo "$mode" | tr ' =' '__')
