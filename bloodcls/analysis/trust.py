@@ -19,7 +19,7 @@ from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json, writ
 from bloodcls.common.stats import format_mean_std
 from bloodcls.common.tensors import to_float_images
 from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
-from bloodcls.robustness.suite import _generator
+from bloodcls.robustness.suite import shift_generator
 from bloodcls.runs.environment import environment
 from bloodcls.uncertainty.figures import reliability_diagram
 from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, logits_and_features, summary
@@ -43,7 +43,7 @@ def shift_firing(net: torch.nn.Module, state: TrustState, images: torch.Tensor, 
 
     out: dict[str, list[float]] = {"clean": [fires(x)]}
     for name, shift in SHIFTS.items():
-        out[name] = [fires(shift(x, sev, _generator(seed, name, sev, 0))) for sev in severities]
+        out[name] = [fires(shift(x, sev, shift_generator(seed, name, sev, 0))) for sev in severities]
     return out
 
 

@@ -30,8 +30,7 @@ from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
-from bloodcls.inference.predict import NOT_A_CELL, REVIEW, TOP_K, assess, to_tensor
-from bloodcls.inference.predict import verdict as row_verdict
+from bloodcls.inference.predict import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 
 PREDICTED = "predicted class"
@@ -142,20 +141,8 @@ def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str =
     t = model.trained
     image = load_image(path, t.img_size, max_pixels=max_pixels)
     judged = assess(t, image[None], tta=tta)
-    probs = judged["proba"][0]
-    order = np.argsort(-probs)
-    best = int(order[0])
-    row: dict[str, Any] = {
-        "class": t.class_names[best],
-        "probability": float(probs[best]),
-        "top": [{"class": t.class_names[i], "probability": float(probs[i])} for i in order[:TOP_K]],
-        "probabilities": {c: float(p) for c, p in zip(t.class_names, probs, strict=True)},
-        "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
-    }
-    if "confidence" in judged:
-        row.update(confidence=float(judged["confidence"][0]), abstain=bool(judged["abstain"][0]),
-                   in_distribution=bool(judged["in_distribution"][0]), ood_score=float(judged["ood_score"][0]))
-    row["verdict"] = row_verdict(row)
+    row = result_row(t.class_names, judged, 0)
+    best = t.class_names.index(row["class"])
     cam_class = best if target in (None, "", PREDICTED) else t.class_names.index(target)
     cam = saliency_map(t.net, to_tensor(image[None]), target=cam_class, layer=model.cam)
     return {

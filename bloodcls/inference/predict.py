@@ -111,23 +111,7 @@ def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
         except ImageError as err:
             errors.append({"path": str(path), "error": str(err)})
     judged = assess(model, np.stack(arrays), tta=tta) if arrays else {"proba": np.zeros((0, len(model.class_names)))}
-    results = []
-    for i, (path, p) in enumerate(zip(ok_paths, judged["proba"], strict=True)):
-        order = np.argsort(-p)
-        row = {
-            "path": str(path),
-            "class": model.class_names[order[0]],
-            "probability": float(p[order[0]]),
-            "top": [{"class": model.class_names[i], "probability": float(p[i])} for i in order[:TOP_K]],
-            "probabilities": {c: float(v) for c, v in zip(model.class_names, p, strict=True)},
-            # null where the checkpoint has no trust state
-            "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
-        }
-        if "confidence" in judged:
-            row.update(confidence=float(judged["confidence"][i]), abstain=bool(judged["abstain"][i]),
-                       in_distribution=bool(judged["in_distribution"][i]), ood_score=float(judged["ood_score"][i]))
-        row["verdict"] = verdict(row)
-        results.append(row)
+    results = [{"path": str(path), **result_row(model.class_names, judged, i)} for i, path in enumerate(ok_paths)]
     return {
         "checkpoint": str(model.path),
         "model": model.name,
@@ -139,6 +123,25 @@ def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
         "errors": errors,
         "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
     }
+
+
+def result_row(class_names: list[str], judged: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """Image ``i`` of :func:`assess`'s output as predict's JSON fields (the demo shows the same row)."""
+    p = judged["proba"][i]
+    order = np.argsort(-p)
+    row: dict[str, Any] = {
+        "class": class_names[order[0]],
+        "probability": float(p[order[0]]),
+        "top": [{"class": class_names[k], "probability": float(p[k])} for k in order[:TOP_K]],
+        "probabilities": {c: float(v) for c, v in zip(class_names, p, strict=True)},
+        # null where the checkpoint has no trust state
+        "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
+    }
+    if "confidence" in judged:
+        row.update(confidence=float(judged["confidence"][i]), abstain=bool(judged["abstain"][i]),
+                   in_distribution=bool(judged["in_distribution"][i]), ood_score=float(judged["ood_score"][i]))
+    row["verdict"] = verdict(row)
+    return row
 
 
 def verdict(row: dict[str, Any]) -> str:

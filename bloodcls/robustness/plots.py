@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from bloodcls.robustness.shifts import SHIFTS
-from bloodcls.robustness.suite import _generator
+from bloodcls.robustness.suite import shift_generator
 
 
 def plot(result: dict[str, Any], path: str | Path, title: str = "") -> Path:
@@ -53,7 +53,7 @@ def plot_examples(image: torch.Tensor, path: str | Path, seed: int = 0) -> Path:
     for r, (name, shift) in enumerate(SHIFTS.items()):
         for sev in range(6):
             ax = axes[r][sev]
-            ax.imshow(shift(x, sev, _generator(seed, name, sev, 0))[0].permute(1, 2, 0).cpu().numpy())
+            ax.imshow(shift(x, sev, shift_generator(seed, name, sev, 0))[0].permute(1, 2, 0).cpu().numpy())
             ax.set_xticks([])
             ax.set_yticks([])
             if sev == 0:

@@ -31,7 +31,9 @@ EXAMPLES_FILE = "shift_examples.png"
 
 # -- the suite ---------------------------------------------------------------------------------------------------
 
-def _generator(seed: int, shift: str, severity: int, chunk: int) -> torch.Generator:
+def shift_generator(seed: int, shift: str, severity: int, chunk: int) -> torch.Generator:
+    """The seeded draw of one shift at one severity for one chunk: every scorer (accuracy, the trust gate's
+    firing, the example plots) sees the same shifted images."""
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{shift}/{severity}/{chunk}".encode()))
 
 
@@ -100,7 +102,7 @@ def evaluate(
         shift = SHIFTS[name]
         accs, f1s = [], []
         for sev in severities:
-            preds = [_predict(model, shift(to_float(c), sev, _generator(seed, name, sev, k))
+            preds = [_predict(model, shift(to_float(c), sev, shift_generator(seed, name, sev, k))
                                    .contiguous(memory_format=torch.channels_last), batch_size)
                      for k, c in enumerate(chunks)]
             acc, f1 = _scores(torch.cat(preds), labels, num_classes)
