@@ -97,6 +97,7 @@ RULES: tuple[Rule, ...] = (
     Rule("threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1"),
     Rule("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     Rule("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (-1: no limit)"),
+    Rule("strong_epochs", lambda v: _int(v) and v >= 1, "a whole number >= 1 (the epochs of recipe=strong)"),
     Rule("callbacks.early_stopping.patience", lambda v: _int(v) and v >= 0, "a whole number >= 0"),
     _choice("callbacks.precise_bn.when", PRECISE_BN_WHEN),
 )

@@ -48,7 +48,9 @@ def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_pat
         assert all(m.momentum == 0.01 and m.eps == 1e-3 for m in _bns(module.net))  # Keras's BatchNorm in every recipe
     if recipe == "strong":
         assert cfg.model.optimizer._target_ == "torch.optim.AdamW" and cfg.callbacks.early_stopping is None
-        assert cfg.model.scheduler.T_max == cfg.trainer.max_epochs == 20 and cfg.model.tta
+        # photometric augmentation trains twice as long under the fixed schedule
+        epochs = 40 if experiment.endswith("_robust") else 20
+        assert cfg.model.scheduler.T_max == cfg.trainer.max_epochs == epochs and cfg.model.tta
         # augmentation on for every model; the robust experiments keep their photometric steps
         assert cfg.data.min_augment == "geometric"
     else:
@@ -56,6 +58,12 @@ def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_pat
         assert cfg.callbacks.early_stopping.patience == 5 and cfg.trainer.max_epochs == 40 and not cfg.model.tta
     # precise BatchNorm statistics for the test in `study` only: `keras` stays the strict port
     assert (cfg.callbacks.get("precise_bn") or {}).get("when") == ("test" if recipe == "study" else None)
+
+
+def test_the_command_line_sets_the_strong_schedule_for_any_experiment(tmp_path):
+    for override in ("trainer.max_epochs=7", "strong_epochs=7"):
+        cfg = compose_train(["experiment=baseline_64_robust", "recipe=strong", override], output_dir=tmp_path)
+        assert cfg.trainer.max_epochs == cfg.model.scheduler.T_max == 7
 
 
 def test_study_is_the_default_recipe(tmp_path):
