@@ -55,11 +55,12 @@ export OUT PY EXTRA JOBS BUSY
 jobs_list() {
   for s in 0 1 2; do echo "study_s$s experiment=baseline_64 recipe=study seed=$s"; done
   for s in 0 1 2; do echo "strong_s$s experiment=baseline_64 recipe=strong seed=$s"; done
-  for s in 0 1 2; do echo "robust_s$s experiment=baseline_64_robust recipe=strong seed=$s"; done
-  # levers for the robust recipe's clean accuracy (docs/results/cpu-fast-path.md)
+  # the robust recipe as first run (20 epochs), then the levers tried on it (docs/results/cpu-fast-path.md);
+  # robust40 is today's default for the robust experiments (strong_epochs=40)
+  for s in 0 1 2; do echo "robust_s$s experiment=baseline_64_robust recipe=strong seed=$s strong_epochs=20"; done
   for s in 0 1 2; do echo "robust40_s$s experiment=baseline_64_robust recipe=strong seed=$s trainer.max_epochs=40"; done
-  for s in 0 1 2; do echo "robusthalf_s$s experiment=baseline_64_robust recipe=strong seed=$s data.photometric.share=0.5"; done
-  for s in 0 1 2; do echo "robustramp_s$s experiment=baseline_64_robust recipe=strong seed=$s data.photometric.ramp_epochs=10"; done
+  for s in 0 1 2; do echo "robusthalf_s$s experiment=baseline_64_robust recipe=strong seed=$s strong_epochs=20 data.photometric.share=0.5"; done
+  for s in 0 1 2; do echo "robustramp_s$s experiment=baseline_64_robust recipe=strong seed=$s strong_epochs=20 data.photometric.ramp_epochs=10"; done
 }
 {
   if [ -n "${ORDER:-}" ]; then  # e.g. ORDER="robust_s0 robust_s1 strong_s1": these runs, in this order
