@@ -20,6 +20,7 @@ BAD = [
     ("model.compile=1", "model.compile=1 (expected false, true or graphs"),  # a number is not a switch
     ("data.loader=pil", "data.loader='pil' (expected tensor or torch)"),
     ("callbacks.precise_bn.when=later", "callbacks.precise_bn.when='later' (expected validation or test)"),
+    ("strong_epochs=0", "strong_epochs=0 (expected a whole number >= 1 (the epochs of recipe=strong)"),
 ]
 
 
