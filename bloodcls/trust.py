@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parser().parse_args(argv)
-    from bloodcls.analysis.trust import JSON_FILE, OUT_DIR, shift_table, trust_run, trust_table
+    from bloodcls.analysis.trust import JSON_FILE, OUT_DIR, run_line, shift_table, trust_run, trust_table
     from bloodcls.common.rundir import RESULTS_FILE, find_checkpoints, read_json
     from bloodcls.data import default_root, ensure_file, load_npz
     from bloodcls.errors import UserError
@@ -56,11 +56,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         root = args.data_root or config.get("data", {}).get("root") or default_root()
         arrays = load_npz(ensure_file(root, size, download=False), size)
         rec = trust_run(run, ckpt, arrays, refit=args.refit, shift_images=args.shift_images, seed=args.seed, model=model)
-        s = rec["summary"]
-        print(f"{run}: ECE {100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %, AURC "
-              f"{100 * s['trust/aurc']:.2f} %, acc@90 {100 * s['trust/acc_at_90']:.2f} %, far-OOD AUROC "
-              f"{s['trust/far_ood_auroc']:.4f}, gate fires on {100 * s['trust/gate_fires_on_test']:.1f} % of the test split",
-              file=sys.stderr, flush=True)
+        print(run_line(rec), file=sys.stderr, flush=True)
         records.append(rec)
     if args.table:
         print(trust_table(records))

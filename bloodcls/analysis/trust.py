@@ -23,7 +23,7 @@ from bloodcls.robustness.suite import shift_generator
 from bloodcls.runs.environment import environment
 from bloodcls.uncertainty.figures import reliability_diagram
 from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, logits_and_features, summary
-from bloodcls.uncertainty.ood import mahalanobis_score
+from bloodcls.uncertainty.ood import MIN_FAR_OOD_AUROC, mahalanobis_score
 from bloodcls.uncertainty.state import TrustState
 
 OUT_DIR = "trust"
@@ -86,6 +86,15 @@ def trust_run(run: Path, ckpt: Path, arrays: dict[str, tuple[Any, Any]], *, refi
     return record
 
 
+def run_line(record: dict[str, Any]) -> str:
+    """What the command prints per run: the headline scores, then the gate's warning where it has one."""
+    s, gate = record["summary"], record["report"]["gate"]
+    line = (f"{record['run']}: ECE {100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %, AURC "
+            f"{100 * s['trust/aurc']:.2f} %, acc@90 {100 * s['trust/acc_at_90']:.2f} %, far-OOD AUROC "
+            f"{s['trust/far_ood_auroc']:.4f}, gate fires on {100 * s['trust/gate_fires_on_test']:.1f} % of the test split")
+    return f"{line}\n  WARNING: {gate['warning']}" if gate.get("warning") else line
+
+
 ROWS = [("ECE before (%)", "trust/ece_before", 100), ("ECE after (%)", "trust/ece_after", 100),
         ("NLL before", "trust/nll_before", 1), ("NLL after", "trust/nll_after", 1),
         ("Brier before", "trust/brier_before", 1), ("Brier after", "trust/brier_after", 1),
@@ -109,7 +118,11 @@ def trust_table(records: Sequence[dict[str, Any]]) -> str:
     header = ["", *(f"{name} (n={len(rs)})" for name, rs in groups.items())]
     rows = [[label, *(format_mean_std([r["summary"][key] for r in rs], scale=scale, digits=4 if scale == 1 else 2)
                       for rs in groups.values())] for label, key, scale in ROWS]
-    return "\n".join(md_table(header, rows))
+    weak = [f"- {r['run']}: far-OOD AUROC {r['summary']['trust/far_ood_auroc']:.4f}" for r in records
+            if r["summary"]["trust/far_ood_auroc"] < MIN_FAR_OOD_AUROC]
+    note = ["", f"WARNING: the gate of these runs scores a far-OOD AUROC below {MIN_FAR_OOD_AUROC} (refit with "
+            "--refit):", *weak] if weak else []
+    return "\n".join([*md_table(header, rows), *note])
 
 
 def shift_table(records: Sequence[dict[str, Any]]) -> str:

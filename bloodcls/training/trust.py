@@ -51,6 +51,8 @@ class FitTrust(Callback):
         log.info("trust: temperature %.3f, test ECE %.4f -> %.4f, far-OOD AUROC %.4f, gate fires on %.1f %% of the "
                  "test split", state.temperature, cal["before"]["ece"], cal["after"]["ece"],
                  gate["far_ood"]["all"]["auroc"], 100 * gate["fires_on_test"])
+        if gate.get("warning"):
+            log.warning("trust: %s", gate["warning"])
         if not trainer.is_global_zero:
             return
         reliability_diagram(report, Path(trainer.default_root_dir) / FIGURE)

@@ -22,6 +22,7 @@ from bloodcls.uncertainty.ood import (
     feature_layer,
     fit_mahalanobis,
     gate_scores,
+    gate_warning,
     mahalanobis_score,
     penultimate,
 )
@@ -65,23 +66,24 @@ def fit_trust(net: nn.Module, splits: dict[str, tuple[Any, Any]], max_train_imag
     x_tr, y_tr = _subset(torch.as_tensor(splits["train"][0]), torch.as_tensor(splits["train"][1]).flatten().long(),
                          max_train_images, seed)
     _, f_tr = logits_and_features(net, x_tr)
-    stats = fit_mahalanobis(f_tr, y_tr)
+    gate = fit_mahalanobis(f_tr, y_tr)
     l_va, f_va = logits_and_features(net, splits["val"][0])
     y_va = torch.as_tensor(splits["val"][1]).flatten().long().cpu()
     temperature = fit_temperature(l_va, y_va)
     p_va = (l_va / temperature).softmax(1)
-    s_va = mahalanobis_score(f_va, **stats)
+    s_va = mahalanobis_score(f_va, gate["means"], gate["precision"])
     state = TrustState(temperature=temperature,
                        abstain_below=abstain_threshold(p_va.max(1).values, p_va.argmax(1) == y_va, MAX_ERROR),
-                       max_error=MAX_ERROR, ood_means=stats["means"], ood_precision=stats["precision"],
+                       max_error=MAX_ERROR, ood_means=gate["means"], ood_precision=gate["precision"],
                        ood_threshold=accept_threshold(s_va, ID_ACCEPT), id_accept=ID_ACCEPT,
                        feature_layer=feature_layer(net)[0])
     return state, evaluate_trust(net, state, splits["test"], far_ood_n=far_ood_n, seed=seed,
-                                 fitted_on={"train_images": len(y_tr), "val_images": len(y_va)})
+                                 fitted_on={"train_images": len(y_tr), "val_images": len(y_va),
+                                            "shrinkage": gate["shrinkage"]})
 
 
 def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far_ood_n: int = 200, seed: int = 0,
-                   fitted_on: dict[str, int] | None = None) -> dict[str, Any]:
+                   fitted_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores of a fitted state on the test split and on the far-OOD sets (results.json's ``trust``)."""
     logits, feats = logits_and_features(net, test[0])
     labels = torch.as_tensor(test[1]).flatten().long().cpu()
@@ -111,7 +113,8 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
                       "coverage": float(accepted.double().mean()),
                       "accepted_acc": float(correct[accepted].double().mean()) if accepted.any() else None},
         "gate": {"threshold": state.ood_threshold, "id_accept": state.id_accept, "feature_layer": state.feature_layer,
-                 "fires_on_test": float((~out["in_distribution"]).double().mean()), "far_ood": far},
+                 "fires_on_test": float((~out["in_distribution"]).double().mean()), "far_ood": far,
+                 "warning": gate_warning(far["all"]["auroc"])},
         "fitted_on": fitted_on or {},
     }
 

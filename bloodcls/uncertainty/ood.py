@@ -1,9 +1,14 @@
 """The "not a blood-cell image" gate: Mahalanobis distance on the classifier's penultimate features.
 
-Class means and one shared covariance fitted on the training split (Lee et al., 2018, via pytorch-ood's
-``Mahalanobis``), the strong simple baseline of the medical OOD studies; the score is half the squared
-distance to the closest class mean, and the gate fires above a threshold set on the validation split so
+Class means and one shared covariance fitted on the training split (Lee et al., 2018), the strong simple
+baseline of the medical OOD studies; the score is half the squared distance to the closest class mean (as
+pytorch-ood's ``Mahalanobis`` scores), and the gate fires above a threshold set on the validation split so
 that at least 95 % of in-distribution images pass (with 95 % confidence, see ``accept_threshold``).
+
+The covariance is Ledoit-Wolf shrunk (scikit-learn), not pytorch-ood's unnormalised sum plus 1e-6 I: units
+that are dead on the training images (ReLU networks have some) or few images per class leave that sum
+near-singular, its inverse then weighs a dead unit's slightest activation a million-fold, and a trained
+network's gate let 20 % of non-cell images through (issue 30; docs/results/trust.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from torch import nn
 
 ID_ACCEPT = 0.95  # share of in-distribution validation images the gate lets through
+MIN_FAR_OOD_AUROC = 0.99  # a run whose gate scores below this on the far-OOD sets is reported as unreliable
 
 
 def feature_layer(net: nn.Module) -> tuple[str, nn.Linear]:
@@ -37,22 +43,40 @@ def penultimate(net: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Class means and the shared precision matrix (pytorch-ood), as plain CPU tensors."""
-    from pytorch_ood.detector import Mahalanobis
+def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
+    """Class means and a well-conditioned shared precision matrix (plain float32 CPU tensors), and the
+    Ledoit-Wolf shrinkage used: the covariance of the class-centred features, fitted in float64 and shrunk
+    towards a scaled identity, so constant (dead) units and few images per class keep it invertible."""
+    from sklearn.covariance import LedoitWolf
 
-    det = Mahalanobis(None).fit_features(features.float().cpu(), labels.long().cpu())
-    return {"means": det.mu.cpu().contiguous(), "precision": det.precision.cpu().contiguous()}
+    z, y = features.detach().double().cpu(), labels.detach().long().cpu().flatten()
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    counts = torch.bincount(y, minlength=n_classes)
+    if len(y) < 2 or (counts == 0).any():
+        raise ValueError(f"the gate needs images of every class 0..{n_classes - 1}; got counts {counts.tolist()}")
+    means = torch.stack([z[y == c].mean(dim=0) for c in range(n_classes)])
+    lw = LedoitWolf(assume_centered=True).fit((z - means[y]).numpy())
+    return {"means": means.float().contiguous(), "precision": torch.from_numpy(lw.precision_).float().contiguous(),
+            "shrinkage": float(lw.shrinkage_)}
 
 
 def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Outlier score (larger = less like the training images): half the squared Mahalanobis distance to the
-    closest class mean, as pytorch-ood's ``Mahalanobis.predict_features`` computes it (a test checks they
-    agree). Written out so predict and the demo do not import pytorch-ood, and with it SciPy, per image."""
-    z = features.float()
+    closest class mean (a test checks it against scikit-learn's), in float64. Plain torch, so predict and
+    the demo import neither scikit-learn nor SciPy per image."""
+    z = features.double()
     centred = z[:, None, :] - means.to(z)[None]  # N x C x D
     d2 = torch.einsum("ncd,de,nce->nc", centred, precision.to(z), centred)
-    return 0.5 * d2.min(dim=1).values
+    return (0.5 * d2.min(dim=1).values).float()
+
+
+def gate_warning(far_ood_auroc: float) -> str | None:
+    """One sentence for the log and the trust report when a gate's far-OOD AUROC is below ``MIN_FAR_OOD_AUROC``."""
+    if far_ood_auroc >= MIN_FAR_OOD_AUROC:
+        return None
+    return (f"the 'not a blood-cell image' gate scores a far-OOD AUROC of {far_ood_auroc:.4f}, below "
+            f"{MIN_FAR_OOD_AUROC}: it lets non-cell images through. Refit it with `python -m bloodcls.trust "
+            "<run folder> --refit`, and see docs/guide/trust.md if it stays low.")
 
 
 def accept_threshold(id_scores: torch.Tensor, accept: float = ID_ACCEPT, confidence: float = 0.95) -> float:
