@@ -45,6 +45,17 @@ def test_all_probabilities_zero_is_the_identity():
     assert len(aug.steps) == 0 and torch.equal(aug(x), x)
 
 
+@pytest.mark.parametrize("probabilities", [{}, OFF])
+def test_moving_the_module_keeps_it_a_working_module(probabilities):
+    """``.to()``, ``.double()`` and a parent's moves go through ``nn.Module._apply``: the stack must not override it."""
+    aug = PhotometricAugment(img_size=32, **probabilities)
+    assert aug.to("cpu") is aug and aug.double() is aug
+    parent = torch.nn.Sequential(aug).float()
+    assert parent[0] is aug
+    y = aug(_batch())
+    assert y.shape == (32, 3, 32, 32) and 0 <= y.min() and y.max() <= 1
+
+
 def test_subset_steps_leave_unpicked_images_alone():
     x = _batch(64)
     for step in (RandomJPEG(p=0.3), RandomResample(p=0.3)):

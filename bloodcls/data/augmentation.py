@@ -213,11 +213,11 @@ class PhotometricAugment(nn.Module):
             pick = (torch.rand(len(x), device=x.device) < share).nonzero().flatten()
             out = x.clone()
             if len(pick):
-                out[pick] = self._apply(x[pick])
+                out[pick] = self._augment(x[pick])
             return out
-        return self._apply(x)
+        return self._augment(x)
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:  # not `_apply`: nn.Module.to() calls that one
         for step in self.steps:
             x = step(x).clamp(0, 1)  # noise and bicubic resampling overshoot; the next step expects [0, 1]
         return x
