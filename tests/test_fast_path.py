@@ -2,6 +2,7 @@
 
 import json
 from collections import defaultdict
+from functools import partial
 
 import lightning as L
 import pytest
@@ -11,12 +12,14 @@ from bloodcls.bench import main as bench_main
 from bloodcls.data import BloodMNISTDataModule
 from bloodcls.training.module import BloodCellClassifier
 
+ADAM = partial(torch.optim.Adam, lr=1e-4)  # what conf/optimizer/adam.yaml builds
+
 
 class Recorder(BloodCellClassifier):
     """Keeps what each step was fed."""
 
     def __init__(self, **kw):
-        super().__init__(**kw)
+        super().__init__(optimizer=ADAM, **kw)
         self.seen = defaultdict(list)
 
     def training_step(self, batch, batch_idx):
@@ -123,7 +126,7 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys, monkeypatch
 
 def _fit_steps(compile_mode, synthetic_root, steps=4):
     torch.manual_seed(0)
-    model = BloodCellClassifier(name="skip", img_size=28, compile=compile_mode)
+    model = BloodCellClassifier(name="skip", img_size=28, compile=compile_mode, optimizer=ADAM)
     dm = BloodMNISTDataModule(root=str(synthetic_root), img_size=28, batch_size=16, augment=True)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -93,6 +93,24 @@ def test_plateau_schedule_counts_patience_as_keras_does(tmp_path):
     assert _lrs_after([0.5, 0.6, 0.6, 0.6, 0.6], ["+ablation=torch_plateau"], tmp_path)[-1] == 5e-5
 
 
+@pytest.mark.parametrize("off", ["scheduler=none", "~scheduler", "model.scheduler=null"])
+def test_switching_the_scheduler_off_trains_without_one(off, synthetic_root, tmp_path):
+    quick = ["model=baseline", "data.img_size=28", f"data.root={synthetic_root}", "logger=none", *FAST]
+    cfg = compose_train([off, *quick, "trainer.max_epochs=2", "callbacks.trust=null"], output_dir=tmp_path)
+    assert cfg.model.get("scheduler") is None
+    assert isinstance(hydra.utils.instantiate(cfg.model).configure_optimizers(), torch.optim.Optimizer)
+    if off == "scheduler=none":  # a plateau that halves the rate after every epoch would show here
+        assert [r["lr"] for r in train(cfg, output_dir=tmp_path)["history"]] == [3e-3, 3e-3]
+    assert isinstance(hydra.utils.instantiate(compose_train(quick).model).configure_optimizers(), dict)
+
+
+def test_a_module_built_without_an_optimizer_says_where_it_comes_from():
+    from bloodcls.training.module import BloodCellClassifier
+
+    with pytest.raises(UserError, match="conf/optimizer"):
+        BloodCellClassifier(name="baseline", img_size=28).configure_optimizers()
+
+
 def _glorot_bound(conv: nn.Conv2d) -> float:
     k = conv.kernel_size[0] * conv.kernel_size[1]
     return (6 / (conv.in_channels * k + conv.out_channels * k)) ** 0.5

@@ -27,17 +27,6 @@ class NonFiniteLossError(UserError):
     """Training diverged: the loss became NaN or infinite."""
 
 
-def default_optimizer(params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-4)
-
-
-def default_scheduler(optimizer: torch.optim.Optimizer):
-    """The study's plateau schedule with Keras's counting (conf/scheduler/plateau.yaml says why)."""
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.5, patience=2, threshold=1e-4, threshold_mode="abs"
-    )
-
-
 class BloodCellClassifier(L.LightningModule):
     """Logits out. Training loss is class-weighted cross-entropy; val/test loss is unweighted, as Keras reports it.
 
@@ -79,8 +68,8 @@ class BloodCellClassifier(L.LightningModule):
         self.net = build_from_hparams(self.hparams)
         self.label_smoothing = label_smoothing
         self.tta = tta
-        self.optimizer_factory = optimizer or default_optimizer
-        self.scheduler_factory = scheduler if scheduler is not None else default_scheduler
+        # Their settings live in conf/optimizer and conf/scheduler only; no scheduler (None) keeps the rate fixed.
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor = monitor
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
         self.register_buffer("_finite", torch.tensor(True), persistent=False)
@@ -235,6 +224,9 @@ class BloodCellClassifier(L.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise UserError("This model has no optimizer: build it from the config (model.optimizer, conf/optimizer/, "
+                            "e.g. optimizer=adam) or pass optimizer=functools.partial(torch.optim.Adam, lr=1e-4).")
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
