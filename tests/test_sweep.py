@@ -86,7 +86,7 @@ def _fake_run(folder: Path, exp: str, seed: int, acc: float, preds: list[int], l
         "test": {"acc": acc, "f1": acc, "scores": scores, "confusion_matrix": cm, "predictions": preds,
                  "labels": labels},
         "efficiency": {"params_trainable": 36828, "memory_mib": 0.14, "macs": 61.2e6, "epochs_run": 3,
-                       "train_time_s": 10.0, "test_time_s": 1.0},
+                       "train_time_s": 10.0, "test_time_s": 1.0, "trust_time_s": 4.5},
         "history": [{"epoch": 0, "train/loss": 1.0, "val/loss": 1.2, "train/acc": 0.5, "val/acc": 0.4}],
         "data": {"path": "/nonexistent.npz", "md5": "abc"},
         "environment": {"device": "Fake GPU", "commit": "deadbeef", "date": "2026-01-01T00:00:00+00:00"},
@@ -122,6 +122,7 @@ def test_report_only_with_a_failed_job(tmp_path, capsys):
     assert (sig["best"], sig["runner_up"]) == ("skip", "inception")
     assert sig["mcnemar"]["a_only"] == 18 and sig["mcnemar"]["b_only"] == 0 and sig["significant"]
     assert "McNemar" in text and "Paired t-test" in text
+    assert "| test time (s) | study | trust fit (s) |" in text and "| 1.00 | 6.01 | 4.50 |" in text  # skip: test, the study's, trust fit
     assert "[sweep] report:" in capsys.readouterr().out
 
 

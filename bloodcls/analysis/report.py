@@ -151,6 +151,7 @@ def build_report(sweep_dir: str | Path) -> Report:
             "train_s_mean": _mean(eff("train_time_s")), "train_s_std": mean_std(eff("train_time_s"))[1] if done else None,
             "study_train_s": ref.get("train_s"),
             "test_s_mean": _mean(eff("test_time_s")), "study_test_s": ref.get("test_s"),
+            "trust_s_mean": _mean(eff("trust_time_s")),  # callbacks.trust's fit after the test, not in the study
             "acc_per_seed": {str(r.seed): 100 * r.results["test"]["acc"] for r in done},
         })
         row = {"experiment": exp, "seeds": len(done)}

@@ -47,10 +47,11 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
         rows.append([r["experiment"], str(r["seeds"]), _num(r["params_m"]), _num(r["study_params_m"]),
                      _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc, *tta,
                      _num(r["study_acc"]), _num(r["epochs_mean"], 1), _num(r["study_epochs"], 0), train,
-                     _num(r["study_train_s"]), _num(r["test_s_mean"]), _num(r["study_test_s"])])
+                     _num(r["study_train_s"]), _num(r["test_s_mean"]), _num(r["study_test_s"]),
+                     _num(r.get("trust_s_mean"))])
     lines += md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
                         "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
-                        "train time (s)", "study", "test time (s)", "study"], rows)
+                        "train time (s)", "study", "test time (s)", "study", "trust fit (s)"], rows)
     lines += ["", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock on the devices above, not comparable "
               "across machines.", ""]
 

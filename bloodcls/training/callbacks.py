@@ -31,6 +31,7 @@ class EvalResults(Callback):
         self.confusion: dict[str, list[list[int]]] = {}
         self.predictions: dict[str, list[int]] = {}
         self.trust: dict | None = None  # bloodcls.training.trust.FitTrust's report on the test split
+        self.trust_time_s = 0.0  # seconds FitTrust spent inside the test (timed apart from the test itself)
 
     def record(self, stage: str, scores: dict[str, float] | None = None, confusion: list[list[int]] | None = None,
                predictions: list[int] | None = None) -> None:

@@ -181,7 +181,7 @@ def _test(run: Run) -> tuple[str | None, float]:
     if run.cfg.get("test", True):  # off in hyper-parameter searches: they must never see the test split
         t0 = time.perf_counter()
         run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best_path, verbose=False)
-        test_time = time.perf_counter() - t0
+        test_time = time.perf_counter() - t0 - run.outcome.trust_time_s  # the trust fit is timed apart
     return best_path, test_time
 
 
@@ -192,6 +192,7 @@ def _collect(run: Run, epochs: list[dict[str, Any]], fit_wall: float, best_path:
     cfg, outcome, datamodule, ckpt, wb = run.cfg, run.outcome, run.datamodule, run.checkpoint, run.wandb
     eff = efficiency(build_from_hparams(cfg.model, num_classes=datamodule.num_classes, weights=False), cfg.data.img_size)
     eff.update({"train_time_s": sum(r["time_s"] for r in epochs), "fit_wall_s": fit_wall, "test_time_s": test_time,
+                "trust_time_s": outcome.trust_time_s,
                 "epochs_run": len(epochs), "best_epoch": best_epoch(epochs, "val/loss")})
     best_val = next((r for r in epochs if r["epoch"] == eff["best_epoch"]), {})
     test_scores = outcome.scores.get("test", {})

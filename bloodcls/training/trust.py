@@ -9,6 +9,7 @@ goes to ``results.json`` (``trust``), and the reliability diagram to ``<run>/tru
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -43,10 +44,13 @@ class FitTrust(Callback):
         datamodule = trainer.datamodule
         if not datamodule.splits:
             datamodule.setup()
+        t0 = time.perf_counter()
         state, report = fit_trust(pl_module.net, datamodule.splits, self.max_train_images, self.seed, self.far_ood_n)
+        if trainer.is_global_zero:
+            reliability_diagram(report, Path(trainer.default_root_dir) / FIGURE)
         for callback in trainer.callbacks:
             if isinstance(callback, EvalResults):
-                callback.trust = report
+                callback.trust, callback.trust_time_s = report, time.perf_counter() - t0
         cal, gate = report["calibration"], report["gate"]
         log.info("trust: temperature %.3f, test ECE %.4f -> %.4f, far-OOD AUROC %.4f, gate fires on %.1f %% of the "
                  "test split", state.temperature, cal["before"]["ece"], cal["after"]["ece"],
@@ -55,7 +59,6 @@ class FitTrust(Callback):
             log.warning("trust: %s", gate["warning"])
         if not trainer.is_global_zero:
             return
-        reliability_diagram(report, Path(trainer.default_root_dir) / FIGURE)
         own = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
         path = Path(trainer.ckpt_path) if trainer.ckpt_path else None
         if path and own and path.parent.resolve() == Path(own).resolve():
