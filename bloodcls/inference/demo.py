@@ -165,7 +165,7 @@ def headline(model: DemoModel, a: dict[str, Any]) -> str:
                 " Try a single stained blood cell, imaged like the PBC smears.")
     named = f"**{a['class']}** ({pct(a['probability'])})"
     if a["verdict"] == "review":
-        return f"**{REVIEW}** · best guess {named}, below {pct(trust.abstain_below)}{tta}{cam}"
+        return f"**{REVIEW}** · best guess {named}, below {pct(trust.review_threshold(a['tta']))}{tta}{cam}"
     note = f" · {NO_TRUST_NOTE}" if a["verdict"] == "unchecked" else ""
     return named + tta + cam + note
 
@@ -208,6 +208,8 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
             return "Drop a cell image above (PNG, JPEG, TIFF or BMP).", None, "", None, None, None, None
         try:
             a = analyse(model, path, tta=tta, target=target, max_pixels=max_pixels)
+        except UserError as err:  # a checkpoint whose review threshold cannot judge TTA
+            return f"**Cannot use TTA:** {err}", None, "", None, None, None, None
         except ImageError as err:
             return (f"**Cannot use this file:** {Path(path).name}: {err}. Try a PNG, JPEG, TIFF or BMP image of "
                     "one cell."), None, "", None, None, None, None

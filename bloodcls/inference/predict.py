@@ -85,22 +85,24 @@ def assess(model: TrainedModel, images: np.ndarray, tta: bool = False, batch_siz
     if trust is not None:
         judged = trust.assess(torch.cat(logits), torch.cat(feats))
         out["confidence"] = out["proba"].max(axis=1)
-        out["abstain"] = out["confidence"] < trust.abstain_below
+        out["abstain"] = out["confidence"] < trust.review_threshold(tta)  # fitted on the same kind of confidence
         out.update({k: judged[k].numpy() for k in ("ood_score", "in_distribution")})
     return out
 
 
-def _trust_summary(model: TrainedModel) -> dict[str, Any]:
+def _trust_summary(model: TrainedModel, tta: bool) -> dict[str, Any]:
+    """The state's values; ``abstain_below`` is the review threshold in use (the TTA one with ``--tta``)."""
     t = model.trust
     if t is None:
         return {"available": False, "why": NO_TRUST}
-    return {"available": True, "temperature": t.temperature, "abstain_below": t.abstain_below,
+    return {"available": True, "temperature": t.temperature, "abstain_below": t.review_threshold(tta),
             "max_error": t.max_error, "ood_threshold": t.ood_threshold, "id_accept": t.id_accept}
 
 
 def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
              max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
     """Read, prepare and classify every image; unreadable files go to ``errors`` instead of stopping the rest."""
+    trust = _trust_summary(model, tta)  # first: a state that cannot judge TTA refuses before any work
     files, skipped, empty = expand_inputs(paths)
     errors = [{"path": str(p), "error": why} for p, why in empty]
     ok_paths, arrays = [], []
@@ -118,7 +120,7 @@ def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
         "img_size": model.img_size,
         "tta": tta,
         "calibrated": model.trust is not None,
-        "trust": _trust_summary(model),
+        "trust": trust,
         "results": results,
         "errors": errors,
         "skipped": [{"path": str(p), "reason": why} for p, why in skipped],

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bloodcls.common.tensors import to_float_images
+from bloodcls.common.tta import eight_views
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature, reliability_bins
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.ood import (
@@ -53,6 +54,13 @@ def logits_and_features(net: nn.Module, images: torch.Tensor | np.ndarray, batch
     return torch.cat(logits), torch.cat([f.cpu() for f in feats])
 
 
+def tta_proba_calibrated(net: nn.Module, images: torch.Tensor | np.ndarray, temperature: float) -> torch.Tensor:
+    """Calibrated probabilities averaged over the 8 rotations/flips, as predict computes them with ``--tta``."""
+    x = torch.as_tensor(images)
+    x = to_float_images(x) if x.dtype == torch.uint8 else x
+    return torch.stack([(logits_and_features(net, v)[0] / temperature).softmax(1) for v in eight_views(x)]).mean(0)
+
+
 def _subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if limit is None or len(y) <= limit:
         return x, y
@@ -71,12 +79,14 @@ def fit_trust(net: nn.Module, splits: dict[str, tuple[Any, Any]], max_train_imag
     y_va = torch.as_tensor(splits["val"][1]).flatten().long().cpu()
     temperature = fit_temperature(l_va, y_va)
     p_va = (l_va / temperature).softmax(1)
+    p_va_tta = tta_proba_calibrated(net, splits["val"][0], temperature)
     s_va = mahalanobis_score(f_va, gate["means"], gate["precision"])
     state = TrustState(temperature=temperature,
                        abstain_below=abstain_threshold(p_va.max(1).values, p_va.argmax(1) == y_va, MAX_ERROR),
                        max_error=MAX_ERROR, ood_means=gate["means"], ood_precision=gate["precision"],
                        ood_threshold=accept_threshold(s_va, ID_ACCEPT), id_accept=ID_ACCEPT,
-                       feature_layer=feature_layer(net)[0])
+                       feature_layer=feature_layer(net)[0],
+                       abstain_below_tta=abstain_threshold(p_va_tta.max(1).values, p_va_tta.argmax(1) == y_va, MAX_ERROR))
     return state, evaluate_trust(net, state, splits["test"], far_ood_n=far_ood_n, seed=seed,
                                  fitted_on={"train_images": len(y_tr), "val_images": len(y_va),
                                             "shrinkage": gate["shrinkage"]})
@@ -109,7 +119,8 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
         "temperature": state.temperature,
         "calibration": {"before": calibration_scores(before, labels), "after": calibration_scores(after, labels)},
         "reliability": {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)},
-        "selective": {**selective, "abstain_below": state.abstain_below, "max_error": state.max_error,
+        "selective": {**selective, "abstain_below": state.abstain_below, "abstain_below_tta": state.abstain_below_tta,
+                      "max_error": state.max_error,
                       "coverage": float(accepted.double().mean()),
                       "accepted_acc": float(correct[accepted].double().mean()) if accepted.any() else None},
         "gate": {"threshold": state.ood_threshold, "id_accept": state.id_accept, "feature_layer": state.feature_layer,

@@ -12,10 +12,14 @@ from typing import Any
 import torch
 
 from bloodcls.common.checkpoints import TRUST_KEY
+from bloodcls.errors import UserError
 
 CHECKPOINT_KEY = TRUST_KEY  # where a checkpoint holds the state
 
 VERSION = 1
+NO_TTA_THRESHOLD = ("this checkpoint's review threshold was fitted on single-view confidence only, so it cannot judge "
+                    "the averaged confidence of --tta: drop --tta, or fit the trust state again with `python -m "
+                    "bloodcls.trust <run folder> --refit` (it then fits a threshold for TTA too).")
 
 
 @dataclass
@@ -28,19 +32,31 @@ class TrustState:
     ood_threshold: float  # gate fires above this score (accepts ID_ACCEPT of validation)
     id_accept: float
     feature_layer: str  # the classifier layer whose input the gate reads
+    # the same review threshold for the calibrated confidence averaged over the 8 rotations/flips (TTA),
+    # fitted on validation too; None in states fitted before it existed
+    abstain_below_tta: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "temperature": float(self.temperature), "abstain_below": float(self.abstain_below),
                 "max_error": float(self.max_error), "ood_means": self.ood_means.detach().cpu().contiguous(),
                 "ood_precision": self.ood_precision.detach().cpu().contiguous(),
                 "ood_threshold": float(self.ood_threshold), "id_accept": float(self.id_accept),
-                "feature_layer": str(self.feature_layer)}
+                "feature_layer": str(self.feature_layer),
+                "abstain_below_tta": None if self.abstain_below_tta is None else float(self.abstain_below_tta)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrustState | None:
         if not d or d.get("version") != VERSION:
             return None
         return cls(**{k: v for k, v in d.items() if k != "version"})
+
+    def review_threshold(self, tta: bool) -> float:
+        """The review threshold fitted on the kind of confidence it is compared with (single view or TTA)."""
+        if not tta:
+            return self.abstain_below
+        if self.abstain_below_tta is None:
+            raise UserError(NO_TTA_THRESHOLD)
+        return self.abstain_below_tta
 
     def assess(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per image: calibrated probabilities, confidence, abstain, gate score and in-distribution flag."""
