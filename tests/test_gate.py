@@ -104,8 +104,9 @@ def test_a_weak_gate_is_named_with_what_to_do():
 
 def _weak_report() -> dict:
     auroc = 0.8097
-    return {"calibration": {"before": {"ece": 0.1}, "after": {"ece": 0.01}},
-            "gate": {"far_ood": {"all": {"auroc": auroc}}, "fires_on_test": 0.05, "warning": gate_warning(auroc)}}
+    return {"test_acc": 0.9585, "calibration": {"before": {"ece": 0.1}, "after": {"ece": 0.01}},
+            "gate": {"far_ood": {"all": {"auroc": auroc, "n_ood": 90, "fires": 64 / 90, "turned_away": 64}},
+                     "fires_on_test": 0.05, "warning": gate_warning(auroc)}}
 
 
 def test_training_logs_a_weak_gate(monkeypatch, caplog):
@@ -128,5 +129,7 @@ def test_the_trust_command_prints_a_weak_gate():
               "report": _weak_report()}
     line = run_line(record)
     assert "far-OOD AUROC 0.8097" in line and "WARNING" in line and "--refit" in line
+    assert "accuracy 95.85 % on all test images" in line and "64 of 90 far-OOD images turned away" in line
+    assert "| accuracy on all test images (%) |" in trust_table([record])
     assert "WARNING" in trust_table([record]) and "outputs/r: far-OOD AUROC 0.8097" in trust_table([record])
     assert "WARNING" not in trust_table([{**record, "summary": {**summary, "trust/far_ood_auroc": 0.999}}])

@@ -14,7 +14,7 @@ from bloodcls.predict import main as predict_main
 from bloodcls.trust import main as trust_main
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature
 from bloodcls.uncertainty.far_ood import far_ood_sets
-from bloodcls.uncertainty.selective import abstain_threshold, selective_scores
+from bloodcls.uncertainty.selective import abstain_threshold, curve_points, selective_scores
 from bloodcls.uncertainty.state import CHECKPOINT_KEY
 from tests.conftest import REPO
 
@@ -58,6 +58,8 @@ def test_selective_scores_on_a_hand_made_case():
     assert s["aurc"] == pytest.approx((1 / 3 + 1 / 4) / 4)
     assert s["augrc"] == pytest.approx((1 / 3 * 3 / 4 + 1 / 4) / 4)
     assert s["acc_at_90"] == pytest.approx(0.75) and s["acc_at_95"] == pytest.approx(0.75)
+    curve = curve_points(conf, correct, points=4)
+    assert curve["coverage"] == [0.25, 0.5, 0.75, 1.0] and curve["risk"] == pytest.approx([0, 0, 1 / 3, 1 / 4])
 
 
 def test_abstention_threshold_meets_its_validation_target():
@@ -138,7 +140,16 @@ def test_training_reports_trust_in_results(reference_run):
     assert set(trust["calibration"]) == {"before", "after"} and "aurc" in trust["selective"]
     assert {"natural", "natural_crops", "uniform", "noise", "all"} <= set(trust["gate"]["far_ood"])
     assert results["summary"]["trust/ece_after"] == trust["calibration"]["after"]["ece"]
-    assert (run / "trust" / "reliability.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(run / "trust" / "reliability.png") as figure:  # the risk-coverage curve beside the diagram
+        assert figure.size[0] == 12 * 110
+    curve = trust["selective"]["curve"]  # stored, not only its area
+    assert len(curve["coverage"]) == len(curve["risk"]) <= 100 and curve["coverage"][-1] == 1.0
+    assert curve["risk"][-1] == pytest.approx(1 - trust["test_acc"])
+    far = trust["gate"]["far_ood"]["all"]
+    assert far["turned_away"] == round(far["fires"] * far["n_ood"])
+    assert results["summary"]["trust/test_acc"] == trust["test_acc"]
     eff = results["efficiency"]  # the trust fit is timed apart from the test it follows
     assert eff["trust_time_s"] > 0 and eff["test_time_s"] > 0
 

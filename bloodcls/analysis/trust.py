@@ -88,20 +88,26 @@ def trust_run(run: Path, ckpt: Path, arrays: dict[str, tuple[Any, Any]], *, refi
 
 def run_line(record: dict[str, Any]) -> str:
     """What the command prints per run: the headline scores, then the gate's warning where it has one."""
-    s, gate = record["summary"], record["report"]["gate"]
-    line = (f"{record['run']}: ECE {100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %, AURC "
-            f"{100 * s['trust/aurc']:.2f} %, acc@90 {100 * s['trust/acc_at_90']:.2f} %, far-OOD AUROC "
-            f"{s['trust/far_ood_auroc']:.4f}, gate fires on {100 * s['trust/gate_fires_on_test']:.1f} % of the test split")
+    s, report = record["summary"], record["report"]
+    gate, far = report["gate"], report["gate"]["far_ood"]["all"]
+    away = far.get("turned_away", round(far["fires"] * far["n_ood"]))
+    line = (f"{record['run']}: accuracy {100 * report['test_acc']:.2f} % on all test images, "
+            f"{100 * s['trust/acc_at_90']:.2f} % at 90 % coverage (AURC {100 * s['trust/aurc']:.2f} %); ECE "
+            f"{100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %; far-OOD AUROC "
+            f"{s['trust/far_ood_auroc']:.4f}, {away} of {far['n_ood']} far-OOD images turned away; gate fires on "
+            f"{100 * s['trust/gate_fires_on_test']:.1f} % of the test split")
     return f"{line}\n  WARNING: {gate['warning']}" if gate.get("warning") else line
 
 
-ROWS = [("ECE before (%)", "trust/ece_before", 100), ("ECE after (%)", "trust/ece_after", 100),
+ROWS = [("accuracy on all test images (%)", "trust/test_acc", 100),
+        ("ECE before (%)", "trust/ece_before", 100), ("ECE after (%)", "trust/ece_after", 100),
         ("NLL before", "trust/nll_before", 1), ("NLL after", "trust/nll_after", 1),
         ("Brier before", "trust/brier_before", 1), ("Brier after", "trust/brier_after", 1),
         ("temperature", "trust/temperature", 1), ("AURC (%)", "trust/aurc", 100), ("AUGRC (%)", "trust/augrc", 100),
         ("acc at 90 % coverage (%)", "trust/acc_at_90", 100), ("acc at 95 % coverage (%)", "trust/acc_at_95", 100),
         ("coverage at the review threshold (%)", "trust/coverage", 100),
         ("far-OOD AUROC (%)", "trust/far_ood_auroc", 100), ("far-OOD FPR at 95 % TPR (%)", "trust/far_ood_fpr95", 100),
+        ("far-OOD images turned away (%)", "trust/far_ood_turned_away", 100),
         ("gate fires on clean test (%)", "trust/gate_fires_on_test", 100)]
 
 
@@ -116,7 +122,7 @@ def trust_table(records: Sequence[dict[str, Any]]) -> str:
     """Mean ± sample std over runs, one column per experiment (and recipe)."""
     groups = _groups(records)
     header = ["", *(f"{name} (n={len(rs)})" for name, rs in groups.items())]
-    rows = [[label, *(format_mean_std([r["summary"][key] for r in rs], scale=scale, digits=4 if scale == 1 else 2)
+    rows = [[label, *(format_mean_std([r["summary"].get(key) for r in rs], scale=scale, digits=4 if scale == 1 else 2)
                       for rs in groups.values())] for label, key, scale in ROWS]
     weak = [f"- {r['run']}: far-OOD AUROC {r['summary']['trust/far_ood_auroc']:.4f}" for r in records
             if r["summary"]["trust/far_ood_auroc"] < MIN_FAR_OOD_AUROC]

@@ -27,7 +27,7 @@ from bloodcls.uncertainty.ood import (
     mahalanobis_score,
     penultimate,
 )
-from bloodcls.uncertainty.selective import abstain_threshold, selective_scores
+from bloodcls.uncertainty.selective import abstain_threshold, curve_points, selective_scores
 from bloodcls.uncertainty.state import TrustState
 
 MAX_ERROR = 0.01  # abstention: validation error rate of the accepted predictions
@@ -110,10 +110,8 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
         lo, fo = logits_and_features(net, imgs)
         scores = mahalanobis_score(fo, state.ood_means, state.ood_precision)
         all_ood.append(scores)
-        far[name] = {**gate_scores(out["ood_score"], scores),
-                     "fires": float((scores > state.ood_threshold).double().mean())}
-    far["all"] = {**gate_scores(out["ood_score"], torch.cat(all_ood)),
-                  "fires": float((torch.cat(all_ood) > state.ood_threshold).double().mean())}
+        far[name] = _far_ood_entry(out["ood_score"], scores, state.ood_threshold)
+    far["all"] = _far_ood_entry(out["ood_score"], torch.cat(all_ood), state.ood_threshold)
     return {
         "test_acc": float((before.argmax(1) == labels).double().mean()),  # fp32, as predict computes it
         "temperature": state.temperature,
@@ -122,7 +120,8 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
         "selective": {**selective, "abstain_below": state.abstain_below, "abstain_below_tta": state.abstain_below_tta,
                       "max_error": state.max_error,
                       "coverage": float(accepted.double().mean()),
-                      "accepted_acc": float(correct[accepted].double().mean()) if accepted.any() else None},
+                      "accepted_acc": float(correct[accepted].double().mean()) if accepted.any() else None,
+                      "curve": curve_points(out["confidence"], correct)},
         "gate": {"threshold": state.ood_threshold, "id_accept": state.id_accept, "feature_layer": state.feature_layer,
                  "fires_on_test": float((~out["in_distribution"]).double().mean()), "far_ood": far,
                  "warning": gate_warning(far["all"]["auroc"])},
@@ -130,13 +129,20 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
     }
 
 
+def _far_ood_entry(id_scores: torch.Tensor, ood_scores: torch.Tensor, threshold: float) -> dict[str, Any]:
+    """AUROC, FPR at 95 % TPR, and how many of the set the gate turns away (count and share)."""
+    away = ood_scores > threshold
+    return {**gate_scores(id_scores, ood_scores), "fires": float(away.double().mean()), "turned_away": int(away.sum())}
+
+
 def summary(report: dict[str, Any]) -> dict[str, float]:
     """Flat scalars for trackers and tables (``trust/...``)."""
     cal, sel, gate = report["calibration"], report["selective"], report["gate"]
-    return {"trust/temperature": report["temperature"], "trust/ece_before": cal["before"]["ece"],
+    return {"trust/test_acc": report["test_acc"], "trust/temperature": report["temperature"], "trust/ece_before": cal["before"]["ece"],
             "trust/ece_after": cal["after"]["ece"], "trust/nll_before": cal["before"]["nll"],
             "trust/nll_after": cal["after"]["nll"], "trust/brier_before": cal["before"]["brier"],
             "trust/brier_after": cal["after"]["brier"], "trust/aurc": sel["aurc"], "trust/augrc": sel["augrc"],
             "trust/acc_at_90": sel["acc_at_90"], "trust/acc_at_95": sel["acc_at_95"],
             "trust/coverage": sel["coverage"], "trust/far_ood_auroc": gate["far_ood"]["all"]["auroc"],
-            "trust/far_ood_fpr95": gate["far_ood"]["all"]["fpr_at_95_tpr"], "trust/gate_fires_on_test": gate["fires_on_test"]}
+            "trust/far_ood_fpr95": gate["far_ood"]["all"]["fpr_at_95_tpr"],
+            "trust/far_ood_turned_away": gate["far_ood"]["all"]["fires"], "trust/gate_fires_on_test": gate["fires_on_test"]}

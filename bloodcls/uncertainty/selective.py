@@ -22,6 +22,15 @@ def risk_coverage(confidence: torch.Tensor, correct: torch.Tensor) -> tuple[torc
     return k / len(errors), errors.cumsum(0) / k
 
 
+def curve_points(confidence: torch.Tensor, correct: torch.Tensor, points: int = 100) -> dict[str, list[float]]:
+    """The risk-coverage curve at ``points`` evenly spaced coverages (1/points .. 1), small enough for
+    results.json: what a reader uses to pick an operating point, beyond its area."""
+    coverage, risk = risk_coverage(confidence, correct)
+    n = len(coverage)
+    k = sorted({max(1, round(n * i / points)) for i in range(1, points + 1)})
+    return {"coverage": [float(coverage[j - 1]) for j in k], "risk": [float(risk[j - 1]) for j in k]}
+
+
 def selective_scores(confidence: torch.Tensor, correct: torch.Tensor,
                      coverages: tuple[float, ...] = (0.9, 0.95)) -> dict[str, float]:
     """AURC, AUGRC (both as error rates, lower is better) and accuracy at the given coverages."""
