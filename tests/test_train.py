@@ -1,6 +1,7 @@
 """End-to-end: train.py on small synthetic (and, when present, real) data in the official layout."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from bloodcls.errors import UserError
 from bloodcls.runs.status import RunRecord
 from bloodcls.training import fit, train
 from tests.conftest import FAST, SHARED_DATA
-from tests.helpers import compose_train, no_data, run_cli
+from tests.helpers import REPO, compose_train, no_data, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,25 @@ def test_real_images_two_epochs(tmp_path):
     results = train(cfg, output_dir=tmp_path / "run")
     assert results["data"]["split_sizes"] == {"train": 160, "val": 160, "test": 160}
     assert results["test"]["acc"] > 0.35  # chance is 0.125
+
+
+@pytest.mark.slow
+def test_a_first_run_prints_no_lightning_noise(synthetic_root, tmp_path):
+    """No "Total FLOPs: 0" (the summary gives thop's count), no cloud "Tip:", no LeafSpec deprecation warning."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the warnings a newcomer sees
+    proc = subprocess.run([sys.executable, "train.py", "model=baseline", "data.img_size=28", f"data.root={synthetic_root}",
+                           "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", "data.batch_size=16",
+                           "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"],
+                          cwd=REPO, env={**env, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Total FLOPs" in out and "Total FLOPs: 0 " not in out.replace("\n", " ")  # the summary is still shown
+    macs = json.loads(next(tmp_path.glob("runs/*/*/results.json")).read_text())["efficiency"]["macs"]
+    assert f"Total FLOPs: {_readable(2 * macs)}" in out
+    assert "Tip:" not in out and "litlogger" not in out and "LeafSpec" not in out
+
+
+def _readable(n: float) -> str:
+    from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+
+    return get_human_readable_count(int(n))

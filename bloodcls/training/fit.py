@@ -32,6 +32,7 @@ from bloodcls.training import loggers as trackers
 from bloodcls.training import summaries
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import ComputePlan, apply_threads, describe, plan_compute
+from bloodcls.training.console import OperationCountSummary, quiet_lightning
 from bloodcls.uncertainty.fitting import summary as trust_summary
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,13 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
     history, outcome = History(), EvalResults()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed), history,
                  ResumeLikeUninterrupted(), outcome]
+    if cfg.trainer.get("enable_model_summary", True):  # Lightning's own would print "Total FLOPs: 0"
+        callbacks.append(OperationCountSummary())
     run_cfg, group = run_config(cfg, record, group)
     loggers = instantiate_loggers(run_cfg.get("logger"), output_dir)
-    trainer: L.Trainer = instantiate(run_cfg.trainer, callbacks=callbacks, logger=loggers, precision=compute.precision)
+    quiet_lightning()
+    trainer: L.Trainer = instantiate(run_cfg.trainer, callbacks=callbacks, logger=loggers, precision=compute.precision,
+                                     enable_model_summary=False)
     record.trainer = trainer
     keep_csv_history(loggers)
     run = Run(run_cfg, compute, datamodule, model, callbacks, history, outcome, loggers, trainer,
