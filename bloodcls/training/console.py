@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
+from bloodcls.models import build_from_hparams
 from bloodcls.models.profiling import operation_counts
 
 # Lightning 2.6's own use of torch's deprecated pytree LeafSpec (lightning/pytorch/utilities/_pytree.py);
@@ -48,7 +49,8 @@ class OperationCountSummary(_Base):
     """Lightning's model summary (rich when available) whose total is thop's FLOPs of one image."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = getattr(pl_module, "net", pl_module)
+        # a fresh copy of the network (never the live, possibly compiled one), counted as results.json counts it
+        net = build_from_hparams(pl_module.hparams, weights=False)
         self._flops = int(operation_counts(net, int(pl_module.hparams["img_size"]))["flops"])
         super().on_fit_start(trainer, pl_module)
 
