@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -56,3 +57,38 @@ def test_docs_build_strictly(tmp_path):
     assert "WARNING" not in out.stderr, out.stderr
     assert (tmp_path / "site" / "index.html").is_file()  # the README, as the home page
     assert (tmp_path / "site" / "guide" / "development" / "index.html").is_file()
+
+
+def _group_row(page: str, group: str) -> str:
+    return next(line for line in page.splitlines() if line.startswith(f"| `{group}/` |"))
+
+
+@pytest.mark.parametrize("group", ["optimizer", "scheduler", "callbacks", "recipe", "ablation", "trainer", "logger"])
+def test_the_configuration_page_lists_every_option_of_a_group(group):
+    page = (REPO / "docs" / "guide" / "configuration.md").read_text()
+    row = _group_row(page, group)
+    options = {p.stem for p in (REPO / "conf" / group).glob("*.yaml") if not p.stem.startswith("_")}
+    assert {o for o in options if f"`{o}`" not in row} == set()
+    if group == "callbacks":  # every callback of the default set, named by its key
+        default = yaml.safe_load((REPO / "conf" / "callbacks" / "default.yaml").read_text())
+        assert "`trust`" in row and "callbacks.trust=null" in row and len(default) == 4
+
+
+def test_the_trust_guide_states_the_gates_tolerance_bound():
+    from scipy.stats import binom
+
+    n = 1712  # validation images
+    k = int(binom.ppf(0.95, n, 0.95)) + 1  # bloodcls.uncertainty.ood.accept_threshold's rank
+    page = (REPO / "docs" / "guide" / "trust.md").read_text()
+    assert "tolerance bound" in page and f"{k:,}" in page and f"{100 * k / n:.1f} %" in page
+    assert "accepts 95 % of the validation images" not in page
+
+
+def test_config_and_compute_comments_link_results_instead_of_quoting_them():
+    """A comment says why and links the results page (docs/results/...): no bare accuracies or speed-ups."""
+    figure = re.compile(r"\d+(\.\d+)? ?%|\d+(\.\d+)?(x|×)\b|\d+(\.\d+)? points")
+    files = [*(REPO / "conf" / "experiment").glob("*.yaml"), *(REPO / "conf" / "recipe").glob("*.yaml"),
+             REPO / "bloodcls" / "training" / "compute.py"]
+    found = [f"{f.name}: {line.strip()}" for f in files for line in f.read_text().splitlines()
+             if "#" in line and figure.search(line.split("#", 1)[1])]
+    assert found == []

@@ -96,7 +96,7 @@ def build_model(
     if name == "timm":
         # timm's own layer details: the recipe's init and Keras BatchNorm are for the study's ports. With
         # BatchNorm momentum 0.01 a from-scratch ResNet-18's running statistics lag its weights so far that
-        # validation stays at chance for the first epochs (measured: 8.6 % and 20.5 % val acc at 28 px).
+        # validation stays near chance for the first epochs (docs/guide/models.md#standard-backbones-from-timm).
         from bloodcls.models.timm_backbone import build_timm
 
         return build_timm(arch, img_size=img_size, num_classes=num_classes, pretrained=bool(pretrained),

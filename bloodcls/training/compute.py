@@ -90,7 +90,8 @@ def plan_compute(precision: Any = AUTO, channels_last: Any = AUTO, accelerator: 
         reason = f"trainer.precision={precision} as given"
     bf16 = "bf16" in str(precision)
     if str(channels_last) == AUTO:
-        channels_last = bf16  # channels_last pays with bf16 on a CPU (1.47x alone, 3.2x with bf16)
+        # on a CPU channels_last pays most beside bf16 (the benchmark table of docs/results/cpu-fast-path.md)
+        channels_last = bf16
     if str(threads) == AUTO:
         threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() \
             else usable_cpus()
