@@ -15,6 +15,18 @@ from tests.synthetic import write_synthetic_npz
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# What the real-data tests read: the builder, the split list and the three tar parts of source crops.
+SHARED_FILES = ("make_bloodmnist.py", "bloodmnist_split.csv", *(f"pbc200.part{i}.tar" for i in (1, 2, 3)))
+
+
+def shared_data_missing(folder: Path = SHARED_DATA) -> list[str]:
+    """The files of SHARED_FILES that ``folder`` lacks (empty: the real-data tests can run)."""
+    return [name for name in SHARED_FILES if not (folder / name).is_file()]
+
+
+# Skip a real-data test on what it reads, not only on the builder script.
+needs_shared_data = pytest.mark.skipif(bool(shared_data_missing()),
+                                       reason=f"../shared/data lacks {', '.join(shared_data_missing()) or 'nothing'}")
 
 # Tests never talk to the W&B servers and never prompt.
 os.environ.setdefault("WANDB_MODE", "offline")

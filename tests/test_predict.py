@@ -17,7 +17,7 @@ from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.images import ImageError, load_image
 from bloodcls.inference.predict import classify, predict_proba
 from bloodcls.predict import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, needs_shared_data
 from tests.helpers import REPO
 
 
@@ -125,7 +125,7 @@ def test_bad_checkpoint_exits_2_with_a_message(tmp_path, images, capsys):
 
 
 @pytest.mark.real
-@pytest.mark.skipif(not (SHARED_DATA / "make_bloodmnist.py").is_file(), reason="../shared/data is absent")
+@needs_shared_data
 def test_real_cell_images_are_prepared_exactly_like_bloodmnist(tmp_path):
     """PBC source JPEGs through load_image equal their images in a file built by make_bloodmnist.py."""
     subprocess.run([sys.executable, str(SHARED_DATA / "make_bloodmnist.py"), "--root", str(tmp_path), "--sizes", "64",

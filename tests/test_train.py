@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from bloodcls.errors import UserError
 from bloodcls.runs.status import RunRecord
 from bloodcls.training import fit, train
-from tests.conftest import FAST, SHARED_DATA
+from tests.conftest import FAST, SHARED_DATA, needs_shared_data
 from tests.helpers import REPO, compose_train, no_data, run_cli
 
 
@@ -169,7 +169,7 @@ def test_cli_unknown_model(tmp_path):
 
 
 @pytest.mark.real
-@pytest.mark.skipif(not (SHARED_DATA / "make_bloodmnist.py").is_file(), reason="../shared/data is absent")
+@needs_shared_data
 def test_real_images_two_epochs(tmp_path):
     root = tmp_path / "real"
     subprocess.run([sys.executable, str(SHARED_DATA / "make_bloodmnist.py"), "--root", str(root), "--sizes", "64",
