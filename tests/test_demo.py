@@ -137,8 +137,7 @@ def test_the_headline_names_no_class_when_the_gate_fires_and_asks_for_review_whe
     assert noise["verdict"] == "not_a_cell" and noise["in_distribution"] is False
     text = headline(model, noise)
     assert text.startswith(f"**{NOT_A_CELL}**") and not any(c in text for c in names)
-    # every answer is now below the threshold (TTA has its own, fitted on TTA confidence)
-    model.trained.trust = replace(model.trained.trust, abstain_below=1.01, abstain_below_tta=1.01)
+    model.trained.trust = replace(model.trained.trust, abstain_below=1.01, abstain_below_tta=1.01)  # all below
     unsure = analyse(model, own_cell, tta=True)
     assert unsure["verdict"] == "review" and unsure["abstain"] is True
     assert headline(model, unsure).startswith(f"**{REVIEW}** · best guess **{unsure['class']}** (")
