@@ -7,7 +7,7 @@
   model's metadata. Checked with onnxruntime when it is installed.
 - ``torchscript``: ``torch.jit.load``-able, same input and output; metadata in ``bloodcls.json``.
 - ``safetensors``: the weights plus hyper-parameters, no pickle: the safest way to share a model;
-  ``bloodcls.inference.predict`` reads it.
+  ``bloodcls.inference.classify`` reads it.
 
 After writing, the export is run on sample inputs next to the PyTorch network; it is kept only if
 every output matches within ``--atol`` (1e-4). An existing file is never overwritten without ``--force``.

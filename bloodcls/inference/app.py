@@ -4,7 +4,7 @@ whether to trust the answer.
     python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
-A local Gradio app. An image is prepared by :mod:`bloodcls.inference.predict`'s own code (same reader, centre
+A local Gradio app. An image is prepared by :mod:`bloodcls.inference.classify`'s own code (same reader, centre
 square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``python -m
 bloodcls.predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
 gets "does not look like a BloodMNIST cell image" instead of a class, and one below the review threshold "uncertain:
@@ -30,9 +30,9 @@ from bloodcls.common.records import ResultsRecord
 from bloodcls.common.rundir import RunPaths
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
+from bloodcls.inference.classify import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
-from bloodcls.inference.predict import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 
 PREDICTED = "predicted class"
