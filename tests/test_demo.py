@@ -290,7 +290,7 @@ def test_in_a_headless_browser(server, reference_run, own_cell, noise_image, ima
 
 
 def test_the_map_layer_is_found_once_per_model(reference_run, images, monkeypatch):
-    from bloodcls.inference import demo
+    from bloodcls.inference import app as demo
 
     calls = []
     real = demo.cam_layer

@@ -8,7 +8,7 @@ import torch
 
 from bloodcls.cli.export import main
 from bloodcls.errors import UserError
-from bloodcls.inference import export as export_mod
+from bloodcls.inference import exporters as export_mod
 from bloodcls.inference.checkpoint import load_trained
 
 
