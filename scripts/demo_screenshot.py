@@ -1,4 +1,4 @@
-"""Screenshot of the demo page for the docs: start `bloodcls.demo`, upload an image in headless Chromium, save the page.
+"""Screenshot of the demo page for the docs: start `bloodcls demo`, upload an image in headless Chromium, save the page.
 
     python scripts/demo_screenshot.py <run folder or .ckpt> <image> <out.png> [--tta]
     python scripts/demo_screenshot.py <run folder or .ckpt> --draw-cell <out.png>   # a drawn, non-PBC cell
@@ -74,14 +74,14 @@ def check_trust(checkpoint: str) -> None:
 
     if load_demo_model(checkpoint).trained.trust is None:
         raise SystemExit(f"error: {checkpoint} has no trust state (calibration and gate): fit it first "
-                         "(python -m bloodcls.trust <run folder> --fit); no screenshot taken")
+                         "(bloodcls trust <run folder> --refit); no screenshot taken")
 
 
 def serve(checkpoint: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "bloodcls.demo", checkpoint, "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-m", "bloodcls", "demo", checkpoint, "--port", str(port)])
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:

@@ -1,6 +1,6 @@
 """Runs grouped by experiment and recipe (the table of docs/results/ablation.md), from any folders of runs.
 
-    python -m bloodcls.ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
+    bloodcls ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
 
 Every folder below the given ones that holds a ``results.json`` is a run; runs are grouped by
 (experiment, recipe) — ``recipe=keras +ablation=init`` is recorded as ``keras+init`` — and each group

@@ -1,12 +1,12 @@
 """Try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the model looked and
 whether to trust the answer.
 
-    python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
+    bloodcls demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
 A local Gradio app. An image is prepared by :mod:`bloodcls.inference.classify`'s own code (same reader, centre
-square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``python -m
-bloodcls.predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
+square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``bloodcls
+predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
 gets "does not look like a BloodMNIST cell image" instead of a class, and one below the review threshold "uncertain:
 have a person review it" with the best guess; a checkpoint written before trust states names the class as before,
 with a note. The model is loaded once; a bad file gets a message in the page and the server keeps going. Beside
@@ -236,7 +236,7 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
                 with gr.Row():
                     seen = gr.Image(label=f"As the model saw it ({t.img_size} px)", elem_id="seen", interactive=False)
                     cam = gr.Image(label="Where it looked (HiResCAM)", elem_id="cam", interactive=False)
-                with gr.Accordion("As python -m bloodcls.predict --json reports it", open=False):
+                with gr.Accordion("As bloodcls predict --json reports it", open=False):
                     details = gr.JSON(elem_id="json", show_label=False)
         current = gr.State(None)  # the last image, re-scored when TTA or the map's class changes
         outputs = [verdict, label, table, seen, cam, details, current]

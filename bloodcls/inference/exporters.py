@@ -1,6 +1,6 @@
 """Export a trained network for use outside this project, and prove the export computes the same thing.
 
-    python -m bloodcls.export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
+    bloodcls export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
 
 - ``onnx``: input ``images`` (N x 3 x S x S float32 RGB in [0, 1], any batch size), output
   ``logits`` (apply softmax for probabilities); model name, input size and class names are in the

@@ -158,7 +158,7 @@ class FinishedRun:
     def _img_size(self, img_size: int | None) -> int:
         """``img_size`` (the model's, as callers pass it), else the one the run trained at."""
         size = img_size or (self.results.img_size if self.results else None) or self.config.get("data", {}).get("img_size")
-        if size is None:
+        if not isinstance(size, int):  # unknown, or an interpolation Hydra left unresolved in .hydra/config.yaml
             raise UserError(f"{self.folder}: the run does not say its image size (no results.json or .hydra/config.yaml"
                             "); give the size, e.g. from the checkpoint's model (load_model().img_size).")
-        return int(size)
+        return size
