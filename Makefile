@@ -39,14 +39,14 @@ ROBUST_DIR := outputs/robust/$(ROBUST_EXP)_$(shell date +%Y-%m-%d_%H-%M-%S)
 robust: venv data
 	$(BIN)/python train.py -m experiment=$(ROBUST_EXP),$(ROBUST_EXP)_robust seed=0,1,2 logger=csv \
 	  trainer.enable_progress_bar=false hydra.sweep.dir=$(ROBUST_DIR) $(ARGS)
-	$(BIN)/python -m bloodcls.robustness $(ROBUST_DIR) --table | tee $(ROBUST_DIR)/robustness_table.md
+	$(BIN)/bloodcls robustness $(ROBUST_DIR) --table | tee $(ROBUST_DIR)/robustness_table.md
 
 # The browser demo on a trained model: make demo CKPT=outputs/runs/<date>/<time>_<name>_<id> [PORT=7860]
 CKPT ?=
 PORT ?= 7860
 demo: venv
 	@if [ -z "$(CKPT)" ]; then echo "error: give the model: make demo CKPT=<run folder or .ckpt file>"; exit 2; fi
-	$(BIN)/python -m bloodcls.demo $(CKPT) --port $(PORT)
+	$(BIN)/bloodcls demo $(CKPT) --port $(PORT)
 
 # TEST_HOME=<empty folder>: the suite runs as on a machine that has never seen the data (.ci/run does this);
 # only pytest sees it, so pip and the venv keep the real home.
@@ -78,4 +78,4 @@ ABLATION_DIR := outputs/ablation/$(ABLATION_EXP)_$(shell date +%Y-%m-%d_%H-%M-%S
 ablation: venv data
 	$(BIN)/python train.py -m recipe=keras +ablation=bn_momentum,init,bn_eps,no_early_stop experiment=$(ABLATION_EXP) \
 	  seed=0,1,2 logger=csv trainer.enable_progress_bar=false hydra.sweep.dir=$(ABLATION_DIR) $(ARGS)
-	$(BIN)/python -m bloodcls.ablation $(ABLATION_DIR) | tee $(ABLATION_DIR)/ablation_table.md
+	$(BIN)/bloodcls ablation $(ABLATION_DIR) | tee $(ABLATION_DIR)/ablation_table.md

@@ -18,12 +18,12 @@ lane() {  # wait for a free lane: fewer than JOBS trainings or scorings going (o
   while [ "$(pgrep -fc "$BUSY")" -ge "$JOBS" ]; do sleep 20; done
 }
 
-score() {  # the robust rows are scored by the shift suite too (python -m bloodcls.robustness), in a lane
+score() {  # the robust rows are scored by the shift suite too (bloodcls robustness), in a lane
   local name=$1 dir="$OUT/$1"
   case $name in robust*) ;; *) return 0 ;; esac
   [ -f "$dir/robustness/robustness.json" ] && return 0
   lane
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m bloodcls.robustness "$dir" --device cpu > "$OUT/rob_$name.log" 2>&1 &
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m bloodcls robustness "$dir" --device cpu > "$OUT/rob_$name.log" 2>&1 &
   local pid=$!
   sleep 10; flock -u 9
   wait $pid
@@ -48,7 +48,7 @@ job() {  # name, then train.py overrides
   echo "$(date -u +%FT%TZ) end $name rc=$?" >> "$OUT/queue.log"
   score "$name"
 }
-BUSY='python (train\.py|-m bloodcls\.robustness)'  # what takes a lane
+BUSY='python (train\.py|-m bloodcls robustness)'  # what takes a lane
 export -f lane score job
 export OUT PY EXTRA JOBS BUSY
 

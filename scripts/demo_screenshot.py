@@ -1,4 +1,4 @@
-"""Screenshot of the demo page for the docs: start `bloodcls.demo`, upload an image in headless Chromium, save the page.
+"""Screenshot of the demo page for the docs: start `bloodcls demo`, upload an image in headless Chromium, save the page.
 
     python scripts/demo_screenshot.py <run folder or .ckpt> <image> <out.png> [--tta]
     python scripts/demo_screenshot.py <run folder or .ckpt> --draw-cell <out.png>   # a drawn, non-PBC cell
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-NOT_A_CELL = "does not look like a BloodMNIST cell image"  # bloodcls.inference.predict.NOT_A_CELL
+NOT_A_CELL = "does not look like a BloodMNIST cell image"  # bloodcls.inference.classify.NOT_A_CELL
 EXPECT = {  # headline -> whether it shows what was asked for
     "any": lambda text: True,
     "class": lambda text: not text.startswith((NOT_A_CELL, "uncertain", "Cannot use")),
@@ -70,18 +70,18 @@ def pick_image(args: argparse.Namespace, folder: Path) -> Path:
 def check_trust(checkpoint: str) -> None:
     """A refusal screenshot only means something with a fitted gate: stop before starting a server without one."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bloodcls.inference.demo import load_demo_model
+    from bloodcls.inference.app import load_demo_model
 
     if load_demo_model(checkpoint).trained.trust is None:
         raise SystemExit(f"error: {checkpoint} has no trust state (calibration and gate): fit it first "
-                         "(python -m bloodcls.trust <run folder> --fit); no screenshot taken")
+                         "(bloodcls trust <run folder> --refit); no screenshot taken")
 
 
 def serve(checkpoint: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "bloodcls.demo", checkpoint, "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-m", "bloodcls", "demo", checkpoint, "--port", str(port)])
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:

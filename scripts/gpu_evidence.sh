@@ -42,9 +42,9 @@ case "$stage" in
   bench)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$out/gpu.csv"
     # STEPS unset: every repetition is a full epoch; set it to time that many steps and estimate the epoch.
-    $PY -m bloodcls.bench --all --reps ${REPS:-2} --workers ${WORKERS:-8} ${STEPS:+--steps $STEPS} \
+    $PY -m bloodcls bench --all --reps ${REPS:-2} --workers ${WORKERS:-8} ${STEPS:+--steps $STEPS} \
         --json "$out/bench.json" "$@" 2>&1 | grep -v -i warn | tee "$out/bench.log"
-    $PY -m bloodcls.bench experiment=skip --ablate ${COMPILE_ABLATE:+--compile-ablate} --reps ${REPS:-2} \
+    $PY -m bloodcls bench experiment=skip --ablate ${COMPILE_ABLATE:+--compile-ablate} --reps ${REPS:-2} \
         --steps ${ABLATE_STEPS:-60} --workers ${WORKERS:-8} --json "$out/bench_ablate.json" "$@" 2>&1 \
         | grep -v -i warn | tee "$out/bench_ablate.log"
     ;;
@@ -112,7 +112,7 @@ PY
     echo "training wall (all three groups at once): $(( $(date +%s) - start )) s" | tee -a "$out/walltimes.txt"
     $PY sweep.py report_only=true dir=outputs/sweeps/gpu11_study wandb_report=false > /dev/null 2>&1
     cp outputs/sweeps/gpu11_study/report.md "$out/study_report.md"
-    $PY -m bloodcls.ablation $g outputs/sweeps/gpu11_study --json "$out/groups.json" | tee "$out/groups.md"
+    $PY -m bloodcls ablation $g outputs/sweeps/gpu11_study --json "$out/groups.json" | tee "$out/groups.md"
     tar czf "$out/runs.tgz" --exclude='*.ckpt' --exclude='wandb' $g outputs/sweeps/gpu11_study
     tail -n 5 "$out"/strong.log "$out"/ablation.log "$out"/study.log
     ;;
@@ -146,7 +146,7 @@ PY
     [ $mps = on ] && echo quit | nvidia-cuda-mps-control
     $PY sweep.py report_only=true dir=outputs/sweeps/gpu11_study wandb_report=false > /dev/null 2>&1
     cp outputs/sweeps/gpu11_study/report.md "$out/study_report.md"
-    $PY -m bloodcls.ablation outputs/gpu11 outputs/sweeps/gpu11_study --json "$out/groups.json" > "$out/groups.md"
+    $PY -m bloodcls ablation outputs/gpu11 outputs/sweeps/gpu11_study --json "$out/groups.json" > "$out/groups.md"
     { echo "# GPU evidence: $gpu, commit $commit, $(date -u "+%Y-%m-%d %H:%M") UTC, MPS $mps"; echo;
       cat "$out/walltimes.txt"; echo; echo "## recipe=study, seven experiments x seeds 0-2"; echo;
       first_table "$out/study_report.md"; echo; echo "## experiment x recipe"; echo; cat "$out/groups.md"; } > "$out/readme_gpu.md"
@@ -176,9 +176,9 @@ PY
     { echo; echo "## One-seed sweep (seven experiments, jobs side by side): $((s1 - s0)) s start to report"; echo;
       first_table "$out/sweep_seed0_report.md"; } >> "$md"
     # 2. the benchmark: plain vs. fast vs. fast + CUDA graphs, every experiment
-    timeout -s INT -k 20 ${BENCH_S:-200} $PY -m bloodcls.bench --all --reps ${REPS:-2} --steps ${STEPS:-150} \
+    timeout -s INT -k 20 ${BENCH_S:-200} $PY -m bloodcls bench --all --reps ${REPS:-2} --steps ${STEPS:-150} \
       --workers ${WORKERS:-8} --json "$out/bench.json" $BENCH_ARGS 2>&1 | grep -v -i warn | tee "$out/bench.log"
-    { echo; echo "## bloodcls.bench --all (steps ${STEPS:-150} x ${REPS:-2} reps per path)"; echo;
+    { echo; echo "## bloodcls bench --all (steps ${STEPS:-150} x ${REPS:-2} reps per path)"; echo;
       first_table "$out/bench.log"; grep "fast/plain training" "$out/bench.log"; } >> "$md"
     # 3. seeds 1-2 of the study table with the current defaults, if the budget leaves time
     left=$(( ${BUDGET_S:-600} - ($(date +%s) - t0) ))

@@ -83,7 +83,7 @@ def test_a_foreign_or_altered_checkpoint_is_named_as_such(trained_checkpoint, tm
 
 
 def test_predict_export_and_resume_all_refuse_it(trained_checkpoint, tmp_path, capsys):
-    from bloodcls import export, predict
+    from bloodcls.cli import export, predict
     from bloodcls.runs.resume import start_or_resume
 
     marker = tmp_path / "code_ran"

@@ -69,3 +69,16 @@ def test_mean_std_is_written_one_way():
 
 def test_the_repository_root_is_the_checkout():
     assert (REPO / "conf" / "train.yaml").is_file() and (REPO / "train.py").is_file()
+
+
+def test_the_checkpoint_config_writes_where_the_run_folder_names_say(tmp_path):
+    """Lightning writes the checkpoints from the config; every reader finds them by common/rundir.py's names."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from bloodcls.common.rundir import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, RunPaths
+    from tests.helpers import compose_train
+
+    ckpt = compose_train([], output_dir=tmp_path).callbacks.model_checkpoint
+    assert ckpt.dirpath == str(RunPaths(tmp_path).checkpoints) and ckpt.dirpath.endswith(CHECKPOINT_DIR)
+    assert ckpt.filename + ModelCheckpoint.FILE_EXTENSION == BEST_CKPT
+    assert ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION == LAST_CKPT

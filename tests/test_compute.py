@@ -8,7 +8,7 @@ import bloodcls.training.compute as compute
 from bloodcls.data import load_npz
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.predict import predict_proba
+from bloodcls.inference.classify import predict_proba
 from bloodcls.schema import check_config
 from bloodcls.training import train
 from tests.conftest import FAST
@@ -84,7 +84,7 @@ def test_run_records_its_choice_and_predict_matches_it_in_fp32(synthetic_root, t
     assert np.array_equal(proba.argmax(1), np.asarray(results["test"]["predictions"]))
     # ... and its ONNX export computes what the fp32 network computes.
     pytest.importorskip("onnxruntime")
-    from bloodcls.inference.export import export
+    from bloodcls.inference.exporters import export
 
     check = export(model, "onnx", tmp_path / "model.onnx")
     assert check["checked"] and check["max_abs_diff"] <= 1e-4

@@ -1,4 +1,4 @@
-"""The browser demo: the page shows what `python -m bloodcls.predict --json` computes (calibrated probabilities, review
+"""The browser demo: the page shows what `bloodcls predict --json` computes (calibrated probabilities, review
 and not-a-cell verdicts), old checkpoints still work, bad files get a message in the page and the server lives on;
 driven through its HTTP API and in headless Chromium (Debian's, via Playwright)."""
 
@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bloodcls.cli.demo import main
 from bloodcls.data import file_name
-from bloodcls.demo import main
 from bloodcls.errors import UserError
-from bloodcls.inference.demo import (
+from bloodcls.inference.app import (
     NO_TRUST_NOTE,
     PREDICTED,
     analyse,
@@ -31,8 +31,8 @@ from bloodcls.inference.demo import (
     model_facts,
     probability_table,
 )
+from bloodcls.inference.classify import NOT_A_CELL, REVIEW, classify, predict_proba
 from bloodcls.inference.images import ImageError, load_image
-from bloodcls.inference.predict import NOT_A_CELL, REVIEW, classify, predict_proba
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO
 
@@ -43,7 +43,7 @@ TRUST_FIELDS = ("confidence", "abstain", "in_distribution", "ood_score", "verdic
 
 
 def predict_json(ckpt: Path, image: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bloodcls.predict", str(ckpt), str(image), "--json"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "bloodcls", "predict", str(ckpt), str(image), "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["results"][0]
@@ -69,7 +69,7 @@ def cell_image(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def own_cell(reference_run, synthetic_root, tmp_path_factory) -> Path:
     """Of the run's own synthetic test images, the one its gate likes best among those it answers confidently (a PNG)."""
-    from bloodcls.inference.predict import assess
+    from bloodcls.inference.classify import assess
 
     images = np.load(synthetic_root / file_name(28))["test_images"][:16]
     judged = assess(load_demo_model(reference_run[0]).trained, images)
@@ -187,12 +187,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(reference_run, tmp_path_factory):
-    """`python -m bloodcls.demo <run folder>` on a free loopback port, as a user starts it."""
+    """`bloodcls demo <run folder>` on a free loopback port, as a user starts it."""
     port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONWARNINGS": "ignore"}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "bloodcls.demo", str(reference_run[0]), "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "bloodcls", "demo", str(reference_run[0]), "--port", str(port),
                                  "--data-root", str(reference_run[0] / "no-data")], cwd=REPO, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -290,7 +290,7 @@ def test_in_a_headless_browser(server, reference_run, own_cell, noise_image, ima
 
 
 def test_the_map_layer_is_found_once_per_model(reference_run, images, monkeypatch):
-    from bloodcls.inference import demo
+    from bloodcls.inference import app as demo
 
     calls = []
     real = demo.cam_layer

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from bloodcls.cli.export import main
 from bloodcls.errors import UserError
-from bloodcls.export import main
-from bloodcls.inference import export as export_mod
+from bloodcls.inference import exporters as export_mod
 from bloodcls.inference.checkpoint import load_trained
 
 

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from bloodcls.bench import main as bench_main
+from bloodcls.cli.bench import main as bench_main
 from bloodcls.data import BloodMNISTDataModule
 from bloodcls.training.module import BloodCellClassifier
 
@@ -104,9 +104,10 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys, monkeypatch
     import bloodcls.training.compute as compute
 
     monkeypatch.setattr(compute, "native_bf16", lambda: (bf16, "patched"))
-    report = bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
-                         "--reps", "2", "--warmup", "1", "--workers", "1", "--device", "cpu", "--threads", "1", "2",
-                         "--json", str(tmp_path / "b.json")])
+    assert bench_main(["experiment=inception", f"data.root={synthetic_root}", "data.img_size=28", "--steps", "2",
+                       "--reps", "2", "--warmup", "1", "--workers", "1", "--device", "cpu", "--threads", "1", "2",
+                       "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
     (row,) = report["experiments"]
     assert set(row["paths"]) == {"plain", "fast"}  # CUDA graphs are timed on CUDA only
     assert set(row["by_threads"]) == {"1", "2"} and row["paths"] == row["by_threads"]["1"]["paths"]

@@ -122,14 +122,17 @@ def test_training_logs_a_weak_gate(monkeypatch, caplog):
 
 
 def test_the_trust_command_prints_a_weak_gate():
-    from bloodcls.analysis.trust import ROWS, run_line, trust_table
+    from bloodcls.analysis.trust_report import ROWS, run_line, trust_table
 
     summary = {**{key: 0.5 for _, key, _ in ROWS}, "trust/far_ood_auroc": 0.8097}
-    record = {"run": "outputs/r", "experiment": "baseline_64", "recipe": "strong", "summary": summary,
-              "report": _weak_report()}
+    from bloodcls.common.records import TrustRecord
+
+    record = TrustRecord(run="outputs/r", experiment="baseline_64", recipe="strong", summary=summary,
+                         report=_weak_report())
     line = run_line(record)
     assert "far-OOD AUROC 0.8097" in line and "WARNING" in line and "--refit" in line
     assert "accuracy 95.85 % on all test images" in line and "64 of 90 far-OOD images turned away" in line
     assert "| accuracy on all test images (%) |" in trust_table([record])
     assert "WARNING" in trust_table([record]) and "outputs/r: far-OOD AUROC 0.8097" in trust_table([record])
-    assert "WARNING" not in trust_table([{**record, "summary": {**summary, "trust/far_ood_auroc": 0.999}}])
+    strong = TrustRecord(**{**record.__dict__, "summary": {**summary, "trust/far_ood_auroc": 0.999}})
+    assert "WARNING" not in trust_table([strong])

@@ -20,12 +20,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("bloodcls.config", "bloodcls.schema"),  # composing the config; the values users may set
     ("bloodcls.data", "bloodcls.models", "bloodcls.runs", "bloodcls.uncertainty"),  # the data; the networks and their
     # metadata; run records; calibration, abstention and the out-of-distribution gate (tensor maths)
-    ("bloodcls.training", "bloodcls.inference"),  # Lightning training; a trained model used without Lightning
-    ("bloodcls.robustness",),  # the shift suite over trained models
+    ("bloodcls.training", "bloodcls.inference"),  # Lightning training; a trained model used without Lightning,
+    # and a finished run folder opened for every reader above (bloodcls.inference.finished_run)
+    ("bloodcls.robustness",),  # the shift suite over finished runs
     ("bloodcls.analysis",),  # sweeps and their reports
-    ("bloodcls.predict", "bloodcls.export", "bloodcls.demo", "bloodcls.ablation", "bloodcls.bench",
-     "bloodcls.robustness.cli", "bloodcls.trust", "bloodcls.workspace", "bloodcls.sync"),  # command lines: arguments only
-    ("bloodcls.robustness.__main__",),  # python -m bloodcls.robustness: runs its command line
+    ("bloodcls.cli",),  # the bloodcls command: one module per subcommand, arguments only
+    ("bloodcls.__main__",),  # python -m bloodcls: runs the command
 ]
 
 
@@ -140,7 +140,7 @@ def test_the_check_fails_on_an_upward_import_and_a_circle(tmp_path):
 
 def test_predict_and_the_demo_start_without_lightning():
     """They are kept light on purpose: a move must not make them pull in Lightning, Hydra or SciPy."""
-    code = ("import sys, bloodcls.predict, bloodcls.demo, bloodcls.export; print(sorted({m.split('.')[0] for m in "
+    code = ("import sys, bloodcls.cli.predict, bloodcls.cli.demo, bloodcls.cli.export; print(sorted({m.split('.')[0] for m in "
             "sys.modules} & {'lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'scipy', 'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from bloodcls.cli.predict import main
 from bloodcls.common.tta import eight_views
 from bloodcls.data import BloodMNISTDataModule, load_npz
 from bloodcls.inference.checkpoint import load_trained
+from bloodcls.inference.classify import classify, predict_proba
 from bloodcls.inference.images import ImageError, load_image
-from bloodcls.inference.predict import classify, predict_proba
-from bloodcls.predict import main
 from tests.conftest import SHARED_DATA, needs_shared_data
 from tests.helpers import REPO
 
@@ -88,7 +88,7 @@ def test_image_files_are_classified_as_the_model_sees_the_dataset(trained_checkp
 def test_one_call_with_good_and_bad_files(trained_checkpoint, images):
     """The CLI as a user runs it: RGBA, greyscale, non-square, corrupt, empty and bomb files together."""
     names = ["rgba.png", "grey.jpg", "wide.tiff", "truncated.png", "empty.jpg", "bomb.png", "notes.png"]
-    proc = subprocess.run([sys.executable, "-m", "bloodcls.predict", str(trained_checkpoint),
+    proc = subprocess.run([sys.executable, "-m", "bloodcls", "predict", str(trained_checkpoint),
                            *[str(images / n) for n in names]], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()

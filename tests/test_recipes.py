@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from bloodcls.ablation import main as ablation_main
 from bloodcls.analysis.report import build_report
 from bloodcls.analysis.report_markdown import markdown
+from bloodcls.cli.ablation import main as ablation_main
 from bloodcls.common.checkpoints import read_checkpoint
 from bloodcls.common.tta import eight_views, tta_proba
 from bloodcls.data import DataError
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.export import export
-from bloodcls.inference.predict import predict_proba
+from bloodcls.inference.classify import predict_proba
+from bloodcls.inference.exporters import export
 from bloodcls.models import build_model
 from bloodcls.training import train
 from tests.conftest import FAST

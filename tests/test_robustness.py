@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from bloodcls import robustness
+from bloodcls.cli.robustness import main as robustness_cli
+from bloodcls.common.records import RobustnessRecord
 from bloodcls.errors import UserError
-from bloodcls.robustness.cli import main as robustness_cli
+from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.robustness.shifts import SHIFTS
 from bloodcls.training import train
 from tests.conftest import FAST
@@ -99,8 +101,9 @@ def trained_run(synthetic_root, tmp_path_factory):
 
 def test_suite_is_deterministic_and_independent_of_batch_size(trained_run, synthetic_root):
     run, _ = trained_run
-    net, hparams = robustness.load_model(run / "checkpoints" / "best.ckpt")
-    images, labels, _ = robustness.load_split(synthetic_root, hparams["img_size"], download=False)
+    finished = FinishedRun.open(run)
+    net = finished.load_model().net
+    images, labels = finished.load_split("test", root=synthetic_root)
     training = net.training
     kw = {"shifts": ["noise", "motion_blur", "gamma"], "severities": [2, 5], "device": "cpu"}
     a = robustness.evaluate(net, images, labels, batch_size=512, **kw)
@@ -115,10 +118,10 @@ def test_suite_is_deterministic_and_independent_of_batch_size(trained_run, synth
 @pytest.mark.slow
 def test_cli_writes_json_and_png(trained_run, synthetic_root, capsys):
     run, results = trained_run
-    (payload,) = robustness_cli([str(run.parent), "--data-root", str(synthetic_root), "--no-download"])
+    assert robustness_cli([str(run.parent), "--data-root", str(synthetic_root), "--no-download"]) == 0
     out = run / "robustness"
     on_disk = json.loads((out / "robustness.json").read_text())
-    assert on_disk["clean_acc"] == payload["clean_acc"]
+    assert FinishedRun.open(run).robustness.clean_acc == on_disk["clean_acc"]
     assert set(on_disk["shifts"]) == set(SHIFTS) and all(len(s["acc"]) == 5 for s in on_disk["shifts"].values())
     for key in ("clean_acc", "clean_f1", "mean_acc", "mean_f1", "drop_acc", "worst_acc"):
         assert 0 <= on_disk[key] <= 1 or key.startswith("drop")
@@ -161,7 +164,7 @@ def test_cli_user_errors(tmp_path, trained_run, capsys):
 def test_cli_missing_data_is_one_clear_message(trained_run, tmp_path):
     run, _ = trained_run
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "bloodcls.robustness", str(run), "--data-root", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "bloodcls", "robustness", str(run), "--data-root", str(tmp_path),
                            "--no-download"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "bloodmnist.npz not found" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
@@ -175,6 +178,7 @@ def test_summary_table_keeps_recipes_of_one_experiment_apart():
                 "clean_acc": clean, "mean_acc": clean - 0.3, "drop_acc": 0.3, "clean_f1": clean, "mean_f1": clean - 0.3,
                 "shifts": {"jpeg": {"mean_acc": clean - 0.1}}, "severities": [1], "per_severity": {"acc": [clean - 0.2]}}
 
-    table = summary_table([payload("study", 0, 0.9), payload("strong", 0, 0.95), payload("study", 1, 0.92)])
+    table = summary_table([RobustnessRecord.from_dict(payload(*p)) for p in [("study", 0, 0.9), ("strong", 0, 0.95),
+                                                                            ("study", 1, 0.92)]])
     assert "| baseline_64 `recipe=study` | 2 | 0,1 | 91.00 ± 1.41 |" in table
     assert "| baseline_64 `recipe=strong` | 1 | 0 | 95.00" in table

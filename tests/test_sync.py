@@ -1,4 +1,4 @@
-"""python -m bloodcls.sync: one `wandb sync` per offline run of a sweep, several at a time (subprocess mocked)."""
+"""bloodcls sync: one `wandb sync` per offline run of a sweep, several at a time (subprocess mocked)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bloodcls import sync as cli
-from bloodcls.runs import sync
+from bloodcls.cli import sync as cli
+from bloodcls.runs import wandb_sync as sync
 from bloodcls.training import loggers
 
 
@@ -36,8 +36,8 @@ def sweep_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def online(monkeypatch):
-    monkeypatch.setattr(loggers, "_has_api_key", lambda: True)
-    monkeypatch.setattr(loggers, "_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(loggers, "has_api_key", lambda: True)
+    monkeypatch.setattr(loggers, "reachable", lambda *a, **k: True)
 
 
 def _fake_wandb(monkeypatch, fail: set[str] = frozenset(), barrier: threading.Barrier | None = None) -> list[list[str]]:
@@ -93,8 +93,8 @@ def test_entity_project_and_include_synced_reach_wandb_sync(sweep_dir, online, m
 @pytest.mark.parametrize("case", ["missing", "empty", "no_key", "no_network", "bad_jobs"])
 def test_bad_input_is_one_paragraph_and_exit_2(case, sweep_dir, tmp_path, monkeypatch, capsys):
     calls = _fake_wandb(monkeypatch)
-    monkeypatch.setattr(loggers, "_has_api_key", lambda: case != "no_key")
-    monkeypatch.setattr(loggers, "_reachable", lambda *a, **k: case != "no_network")
+    monkeypatch.setattr(loggers, "has_api_key", lambda: case != "no_key")
+    monkeypatch.setattr(loggers, "reachable", lambda *a, **k: case != "no_network")
     folder = {"missing": tmp_path / "nope", "empty": tmp_path / "empty"}.get(case, sweep_dir)
     if case == "empty":  # a sweep trained with logger=csv: run folders, no offline W&B run
         (folder / "runs" / "0_x").mkdir(parents=True)

@@ -117,8 +117,8 @@ def test_a_short_timm_run_beats_chance_and_records_its_architecture(timm_run):
 
 @pytest.mark.slow
 def test_a_timm_checkpoint_round_trips_through_predict_and_onnx(timm_run, tmp_path, capsys):
-    from bloodcls.export import main as export_main
-    from bloodcls.predict import main as predict_main
+    from bloodcls.cli.export import main as export_main
+    from bloodcls.cli.predict import main as predict_main
 
     ckpt = timm_run[0] / "checkpoints" / "best.ckpt"
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # still plain weights

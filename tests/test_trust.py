@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from bloodcls.analysis.trust_report import trust_targets
+from bloodcls.cli.predict import main as predict_main
+from bloodcls.cli.trust import main as trust_main
 from bloodcls.data import load_npz
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.predict import assess
-from bloodcls.predict import main as predict_main
-from bloodcls.trust import main as trust_main
+from bloodcls.inference.classify import assess
+from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.selective import abstain_threshold, curve_points, selective_scores
@@ -86,7 +88,7 @@ def test_gate_flags_non_cells_and_accepts_the_test_images(trained_checkpoint, sy
 
 
 def test_trust_state_round_trips_weights_only_and_through_safetensors(trained_checkpoint, tmp_path):
-    from bloodcls.export import main as export_main
+    from bloodcls.cli.export import main as export_main
 
     raw = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)  # plain values only
     assert isinstance(raw[CHECKPOINT_KEY]["ood_precision"], torch.Tensor)
@@ -165,8 +167,8 @@ def test_trust_command_fits_old_runs_and_never_rewrites_a_handed_in_checkpoint(r
     loose = tmp_path / "loose.ckpt"
     torch.save(ckpt, loose)
     before = loose.read_bytes()
-    records = trust_main([str(run), str(loose), "--shift-images", "20", "--data-root", str(synthetic_root), "--table"])
-    assert [r["fitted_now"] for r in records] == [True, True]
+    assert trust_main([str(run), str(loose), "--shift-images", "20", "--data-root", str(synthetic_root), "--table"]) == 0
+    assert FinishedRun.open(run).trust.fitted_now and FinishedRun.open(tmp_path).trust.fitted_now  # loose: its folder
     assert load_trained(run / "checkpoints" / "best.ckpt").trust is not None  # the run's own checkpoint
     assert loose.read_bytes() == before  # a checkpoint from elsewhere is never rewritten
     rec = json.loads((run / "trust" / "trust.json").read_text())
@@ -174,8 +176,9 @@ def test_trust_command_fits_old_runs_and_never_rewrites_a_handed_in_checkpoint(r
     assert "trust" in json.loads((run / "results.json").read_text())
     table = capsys.readouterr().out
     assert "ECE after (%)" in table and "far-OOD AUROC (%)" in table and "mean over shifts" in table
-    again = trust_main([str(run), "--reuse", "--table"])  # the scored record, not scored again
-    assert again[0]["report"] == rec["report"] and "ECE after (%)" in capsys.readouterr().out
+    (again,) = trust_targets([run], reuse=True)  # the scored record, not scored again
+    assert again.report == rec["report"] and again.raw == rec
+    assert trust_main([str(run), "--reuse", "--table"]) == 0 and "ECE after (%)" in capsys.readouterr().out
 
 
 def test_trust_command_rejects_a_bad_value(trained_checkpoint, capsys):
@@ -192,7 +195,7 @@ def test_predicting_imports_neither_scikit_learn_nor_scipy(trained_checkpoint, s
     from PIL import Image
 
     Image.fromarray(load_npz(synthetic_root / "bloodmnist.npz")["test"][0][0]).save(tmp_path / "cell.png")
-    code = (f"import sys, contextlib, io; from bloodcls.predict import main\nwith contextlib.redirect_stdout(io.StringIO()):"
+    code = (f"import sys, contextlib, io; from bloodcls.cli.predict import main\nwith contextlib.redirect_stdout(io.StringIO()):"
             f" main([{str(trained_checkpoint)!r}, {str(tmp_path / 'cell.png')!r}, '--json'])\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pytorch_ood'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout

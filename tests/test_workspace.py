@@ -1,4 +1,4 @@
-"""python -m bloodcls.workspace: the comparison workspace's spec built offline, and saving it (W&B API mocked)."""
+"""bloodcls workspace: the comparison workspace's spec built offline, and saving it (W&B API mocked)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from bloodcls import workspace as cli
+from bloodcls.cli import workspace as cli
 from bloodcls.data import CLASS_NAMES
 from tests.helpers import REPO
 
@@ -73,7 +73,7 @@ def test_missing_api_key_is_one_paragraph_and_exit_2(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "NETRC")}
     env["HOME"] = str(tmp_path)  # no ~/.netrc with a key
-    proc = subprocess.run([sys.executable, "-m", "bloodcls.workspace", "--entity", "lab", "--project", "p"],
+    proc = subprocess.run([sys.executable, "-m", "bloodcls", "workspace", "--entity", "lab", "--project", "p"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     err = proc.stderr.strip()
@@ -93,8 +93,8 @@ def test_save_sends_the_spec_and_prints_the_url(capsys, monkeypatch):
         sent.append(view)
         return {"upsertView": {"view": {"name": "abc123", "id": "V1"}}}
 
-    monkeypatch.setattr(loggers, "_has_api_key", lambda: True)
-    monkeypatch.setattr(loggers, "_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(loggers, "has_api_key", lambda: True)
+    monkeypatch.setattr(loggers, "reachable", lambda *a, **k: True)
     monkeypatch.setattr(internal, "upsert_view2", upsert)
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://wandb.ai/{self.entity}/{self.project}?nw={self._internal_name}"))
     assert cli.main(["--entity", "lab", "--project", "bloodcls", "--group", "sweep1"]) == 0
@@ -105,15 +105,16 @@ def test_save_sends_the_spec_and_prints_the_url(capsys, monkeypatch):
 def test_no_network_when_saving_is_one_paragraph(capsys, monkeypatch):
     from bloodcls.training import loggers
 
-    monkeypatch.setattr(loggers, "_has_api_key", lambda: True)
-    monkeypatch.setattr(loggers, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(loggers, "has_api_key", lambda: True)
+    monkeypatch.setattr(loggers, "reachable", lambda *a, **k: False)
     assert cli.main(["--entity", "lab", "--project", "bloodcls"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: Cannot reach api.wandb.ai") and "\n" not in err
 
 
 def test_sweep_summary_run_links_the_workspace(monkeypatch):
-    from bloodcls.analysis import trackers, workspace
+    from bloodcls.analysis import trackers
+    from bloodcls.analysis import wandb_workspace as workspace
 
     class Run:
         entity, project = "lab", "bloodcls"

@@ -12,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bloodcls.analysis.report import Report, Run  # noqa: E402
+from bloodcls.analysis.report import Report  # noqa: E402
 from bloodcls.data import CLASS_NAMES  # noqa: E402
+from bloodcls.inference.finished_run import FinishedRun  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,14 @@ def per_class_heatmap(rep: Report, out: Path) -> str:
     return _save(fig, out / "per_class_f1.png")
 
 
-def best_run(rep: Report) -> Run | None:
+def best_run(rep: Report) -> FinishedRun | None:
     best = rep.significance.get("best")
     runs = [r for r in rep.runs if r.ok and r.experiment == best]
-    return max(runs, key=lambda r: r.results["test"]["acc"], default=None)
+    return max(runs, key=lambda r: r.results.test["acc"], default=None)
 
 
-def confusion(run: Run, out: Path) -> str:
-    cm = np.array(run.results["test"]["confusion_matrix"], dtype=float)
+def confusion(run: FinishedRun, out: Path) -> str:
+    cm = np.array(run.results.test["confusion_matrix"], dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     for ax, mat, title, fmt in ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised", "{:.2f}")):
@@ -89,7 +90,7 @@ def curves(rep: Report, out: Path) -> str:
     fig, axes = plt.subplots(len(exps), 2, figsize=(10, 2.6 * len(exps)), squeeze=False)
     for row, exp in zip(axes, exps, strict=True):
         for run in (r for r in rep.runs if r.ok and r.experiment == exp):
-            hist = run.results.get("history", [])
+            hist = run.results.history
             ep = [h["epoch"] for h in hist]
             for ax, key in ((row[0], "loss"), (row[1], "acc")):
                 for stage, style in (("train", "--"), ("val", "-")):
@@ -105,15 +106,15 @@ def curves(rep: Report, out: Path) -> str:
     return _save(fig, out / "curves.png")
 
 
-def sample_predictions(run: Run, out: Path) -> str | None:
+def sample_predictions(run: FinishedRun, out: Path) -> str | None:
     """One test image per class from the run's own data file, titled True/Pred; errors in red."""
-    path = Path(run.results.get("data", {}).get("path") or "")
+    path = Path(run.results.data.get("path") or "")
     if not path.is_file():
         log.warning("sample-prediction grid skipped: data file %s not found", path)
         return None
     with np.load(path) as npz:
         images = npz["test_images"]
-    labels, preds = run.results["test"]["labels"], run.results["test"]["predictions"]
+    labels, preds = run.results.test["labels"], run.results.test["predictions"]
     fig, axes = plt.subplots(2, 4, figsize=(10, 6.2))
     for c, ax in enumerate(axes.flat):
         idx = next((i for i, y in enumerate(labels) if y == c), None)
@@ -142,7 +143,7 @@ def write_figures(rep: Report, out: Path) -> dict[str, str]:
         sample = sample_predictions(run, out)
         if sample:
             figs["sample predictions"] = sample
-        diagram = run.folder / "trust" / "reliability.png"  # written by callbacks.trust (or python -m bloodcls.trust)
+        diagram = run.paths.reliability  # written by callbacks.trust (or bloodcls trust)
         if diagram.is_file():
             shutil.copyfile(diagram, out / "reliability_best_run.png")
             figs["reliability diagram of the best run (before and after temperature scaling)"] = "reliability_best_run.png"

@@ -7,94 +7,117 @@ import csv
 import json
 from pathlib import Path
 
-from bloodcls.analysis.report import Report, _num
-from bloodcls.common.markdown import md_table
+from bloodcls.analysis.report import Report
+from bloodcls.common.markdown import md_table, number
 from bloodcls.common.stats import plus_minus
 from bloodcls.data import CLASS_NAMES
 from bloodcls.models import study
 
 
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
-    lines = [f"# Sweep report: {rep.sweep_dir.name}", ""]
+    """``report.md``: the sections in order, each only where the sweep has something for it."""
+    sections = [header(rep), performance(rep), macro(rep), per_class(rep), robustness(rep), trust(rep),
+                best_experiment(rep), unfinished(rep), figure_links(figures or {})]
+    return "\n".join(line for section in sections for line in section)
+
+
+def header(rep: Report) -> list[str]:
+    """Title, how many jobs finished, and where, when and on what the runs ran."""
     ok = sum(r.ok for r in rep.runs)
     seeds = rep.plan.get("seeds")
-    lines += [f"{ok} of {len(rep.runs) + len(rep.missing)} jobs finished"
-              + (f" (experiments × seeds {seeds})" if seeds else "") + ". Ours: mean ± std over seeds "
-              "(sample std); study: its single Keras run on an L4.", ""]
     prov = rep.provenance
-    lines += ["**Ran on** " + (", ".join(prov["devices"]) or "–") + "; commit " + (", ".join(prov["commits"]) or "–")
-              + "; " + (" to ".join(prov["dates"]) if prov["dates"] else "–") + "; torch " + ", ".join(prov["torch"]), ""]
+    lines = [f"# Sweep report: {rep.sweep_dir.name}", "",
+             f"{ok} of {len(rep.runs) + len(rep.missing)} jobs finished"
+             + (f" (experiments × seeds {seeds})" if seeds else "") + ". Ours: mean ± std over seeds "
+             "(sample std); study: its single Keras run on an L4.", "",
+             "**Ran on** " + (", ".join(prov["devices"]) or "–") + "; commit " + (", ".join(prov["commits"]) or "–")
+             + "; " + (" to ".join(prov["dates"]) if prov["dates"] else "–") + "; torch " + ", ".join(prov["torch"]), ""]
     if prov.get("recipes"):
         lines.append("- recipe: " + ", ".join(f"`{r}`" for r in prov["recipes"]) + " (conf/recipe/)")
     for path, md5 in prov["data_files"].items():
         lines.append(f"- data: `{path}` (MD5 `{md5}`)")
-    overrides = rep.plan.get("overrides")
-    if overrides:
+    if overrides := rep.plan.get("overrides"):
         lines.append(f"- training overrides: `{' '.join(overrides)}`")
     if rep.plan.get("train_wall_s") is not None:
         lines.append(f"- wall time of the sweep's training (all jobs, start to end): {rep.plan['train_wall_s']:.0f} s")
     if rep.plan.get("note"):
         lines.append(f"- {rep.plan['note']}")
-    lines.append("")
+    return [*lines, ""]
 
-    lines += ["## Performance and complexity", ""]
+
+def performance(rep: Report) -> list[str]:
+    """Size, cost, accuracy and time per experiment beside the study's figures."""
     rows = []
     with_tta = any(r.get("tta_seeds") for r in rep.tables["performance"])
     for r in rep.tables["performance"]:
         acc = plus_minus(r["acc_mean"], r["acc_std"])
         tta = [plus_minus(r.get("tta_acc_mean"), r.get("tta_acc_std"))] if with_tta else []
         train = plus_minus(r["train_s_mean"], r["train_s_std"], 1)
-        rows.append([r["experiment"], str(r["seeds"]), _num(r["params_m"]), _num(r["study_params_m"]),
-                     _num(r["memory_mib"]), _num(r["study_memory_mb"]), _num(r["macs_m"], 1), acc, *tta,
-                     _num(r["study_acc"]), _num(r["epochs_mean"], 1), _num(r["study_epochs"], 0), train,
-                     _num(r["study_train_s"]), _num(r["test_s_mean"]), _num(r["study_test_s"]),
-                     _num(r.get("trust_s_mean"))])
-    lines += md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
-                        "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
-                        "train time (s)", "study", "test time (s)", "study", "trust fit (s)"], rows)
-    lines += ["", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock on the devices above, not comparable "
-              "across machines.", ""]
+        rows.append([r["experiment"], str(r["seeds"]), number(r["params_m"]), number(r["study_params_m"]),
+                     number(r["memory_mib"]), number(r["study_memory_mb"]), number(r["macs_m"], 1), acc, *tta,
+                     number(r["study_acc"]), number(r["epochs_mean"], 1), number(r["study_epochs"], 0), train,
+                     number(r["study_train_s"]), number(r["test_s_mean"]), number(r["study_test_s"]),
+                     number(r.get("trust_s_mean"))])
+    table = md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
+                      "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
+                      "train time (s)", "study", "test time (s)", "study", "trust fit (s)"], rows)
+    return ["## Performance and complexity", "", *table, "", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock "
+            "on the devices above, not comparable across machines.", ""]
 
-    lines += ["## Macro precision, recall and F1 (×100)", ""]
+
+def macro(rep: Report) -> list[str]:
     rows = []
     for r in rep.tables["macro"]:
         cells = [r["experiment"]]
         for key in ("precision", "recall", "f1"):
-            cells += [plus_minus(r[f"{key}_mean"], r[f"{key}_std"]), _num(r[f"study_{key}"], 0)]
+            cells += [plus_minus(r[f"{key}_mean"], r[f"{key}_std"]), number(r[f"study_{key}"], 0)]
         rows.append(cells)
-    lines += md_table(["experiment", "precision", "study", "recall", "study", "F1", "study"], rows) + [""]
+    return ["## Macro precision, recall and F1 (×100)", "",
+            *md_table(["experiment", "precision", "study", "recall", "study", "F1", "study"], rows), ""]
 
-    lines += ["## Per-class F1 (mean over seeds; best per class in bold)", ""]
-    best = {c: max((r[c] for r in rep.tables["per_class_f1"] if r[c] is not None), default=None) for c in CLASS_NAMES}
-    rows = []
-    for r in rep.tables["per_class_f1"]:
-        rows.append([r["experiment"]] + [
-            "–" if r[c] is None else (f"**{r[c]:.3f}**" if best[c] is not None and r[c] >= best[c] else f"{r[c]:.3f}")
-            for c in CLASS_NAMES])
+
+def per_class(rep: Report) -> list[str]:
+    """Per-class F1, the best experiment per class in bold, and the study's best."""
+    table = rep.tables["per_class_f1"]
+    best = {c: max((r[c] for r in table if r[c] is not None), default=None) for c in CLASS_NAMES}
+    rows = [[r["experiment"]] + [
+        "–" if r[c] is None else (f"**{r[c]:.3f}**" if best[c] is not None and r[c] >= best[c] else f"{r[c]:.3f}")
+        for c in CLASS_NAMES] for r in table]
     rows.append(["study's best"] + [study.BEST_PER_CLASS_F1[c] for c in CLASS_NAMES])
-    lines += md_table(["experiment", *CLASS_NAMES], rows) + [""]
+    return ["## Per-class F1 (mean over seeds; best per class in bold)", "",
+            *md_table(["experiment", *CLASS_NAMES], rows), ""]
 
-    if "robustness" in rep.tables:
-        lines += ["## Robustness to lab variability (shift suite)", ""]
-        rows = [[r["experiment"], str(r["seeds"]), _num(r["clean_acc_mean"]),
-                 plus_minus(r["shifted_acc_mean"], r["shifted_acc_std"]), _num(r["drop_mean"])]
-                for r in rep.tables["robustness"]]
-        lines += md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"],
-                           rows) + [""]
 
-    if "trust" in rep.tables:
-        lines += ["## Trust in a prediction (test split; mean ± std over seeds)", "",
-                  "Temperature scaling and the review threshold are fitted on validation, the gate on training "
-                  "features (docs/guide/trust.md).", ""]
-        def pm(r, key):
-            return f"{_num(r[f'{key}_mean'])} ± {_num(r[f'{key}_std'])}"
-        rows = [[r["experiment"], str(r["seeds"]), pm(r, "ece_before"), pm(r, "ece_after"), pm(r, "aurc"),
-                 pm(r, "acc_at_90"), pm(r, "far_ood_auroc"), pm(r, "gate_fires_on_test")] for r in rep.tables["trust"]]
-        lines += md_table(["experiment", "seeds", "ECE before (%)", "ECE after (%)", "AURC (%)",
-                           "acc at 90 % coverage (%)", "far-OOD AUROC (%)", "gate fires on test (%)"], rows) + [""]
+def robustness(rep: Report) -> list[str]:
+    if "robustness" not in rep.tables:
+        return []
+    rows = [[r["experiment"], str(r["seeds"]), number(r["clean_acc_mean"]),
+             plus_minus(r["shifted_acc_mean"], r["shifted_acc_std"]), number(r["drop_mean"])]
+            for r in rep.tables["robustness"]]
+    return ["## Robustness to lab variability (shift suite)", "",
+            *md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"], rows), ""]
 
+
+def trust(rep: Report) -> list[str]:
+    if "trust" not in rep.tables:
+        return []
+
+    def pm(r: dict, key: str) -> str:
+        return f"{number(r[f'{key}_mean'])} ± {number(r[f'{key}_std'])}"
+
+    rows = [[r["experiment"], str(r["seeds"]), pm(r, "ece_before"), pm(r, "ece_after"), pm(r, "aurc"),
+             pm(r, "acc_at_90"), pm(r, "far_ood_auroc"), pm(r, "gate_fires_on_test")] for r in rep.tables["trust"]]
+    return ["## Trust in a prediction (test split; mean ± std over seeds)", "",
+            "Temperature scaling and the review threshold are fitted on validation, the gate on training "
+            "features (docs/guide/trust.md).", "",
+            *md_table(["experiment", "seeds", "ECE before (%)", "ECE after (%)", "AURC (%)",
+                       "acc at 90 % coverage (%)", "far-OOD AUROC (%)", "gate fires on test (%)"], rows), ""]
+
+
+def best_experiment(rep: Report) -> list[str]:
+    """The best experiment against the runner-up: McNemar on pooled test predictions and a paired t-test."""
     sig = rep.significance
-    lines += ["## Best experiment", ""]
+    lines = ["## Best experiment", ""]
     if sig.get("runner_up"):
         mc = sig.get("mcnemar")
         lines.append(f"**{sig['best']}** ({sig['acc_best']:.2f} %) vs. runner-up **{sig['runner_up']}** "
@@ -110,22 +133,24 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
         lines.append(f"Only **{sig['best']}** finished; nothing to compare.")
     else:
         lines.append("No experiment finished.")
-    lines.append("")
+    return [*lines, ""]
 
+
+def unfinished(rep: Report) -> list[str]:
+    """The jobs that failed, were interrupted or never started, each with its reason."""
     failed = [r for r in rep.runs if not r.ok]
-    if failed or rep.missing:
-        lines += ["## Jobs that did not finish", ""]
-        rows = [[r.folder.name, str(r.experiment), str(r.seed), r.status, (r.error or "").replace("|", "/")[:300]]
-                for r in failed]
-        rows += [["–", m["experiment"], str(m["seed"]), m["status"], ""] for m in rep.missing]
-        lines += md_table(["job", "experiment", "seed", "status", "error"], rows) + [""]
+    if not failed and not rep.missing:
+        return []
+    rows = [[r.folder.name, str(r.experiment), str(r.seed), r.outcome, (r.error or "").replace("|", "/")[:300]]
+            for r in failed]
+    rows += [["–", m["experiment"], str(m["seed"]), m["status"], ""] for m in rep.missing]
+    return ["## Jobs that did not finish", "", *md_table(["job", "experiment", "seed", "status", "error"], rows), ""]
 
-    if figures:
-        lines += ["## Figures", ""]
-        for title, rel in figures.items():
-            lines.append(f"![{title}]({rel})")
-        lines.append("")
-    return "\n".join(lines)
+
+def figure_links(figures: dict[str, str]) -> list[str]:
+    if not figures:
+        return []
+    return ["## Figures", "", *(f"![{title}]({rel})" for title, rel in figures.items()), ""]
 
 
 def write_tables(rep: Report, out: Path) -> None:
@@ -142,8 +167,8 @@ def write_tables(rep: Report, out: Path) -> None:
     payload = {
         "sweep": rep.sweep_dir.name, "plan": rep.plan, "tables": rep.tables, "significance": rep.significance,
         "provenance": rep.provenance,
-        "runs": [{"folder": str(r.folder), "experiment": r.experiment, "seed": r.seed, "status": r.status,
-                  "error": r.error, "test_acc": (r.results or {}).get("test", {}).get("acc")} for r in rep.runs],
+        "runs": [{"folder": str(r.folder), "experiment": r.experiment, "seed": r.seed, "status": r.outcome,
+                  "error": r.error, "test_acc": r.results.test.get("acc") if r.ok else None} for r in rep.runs],
         "missing": rep.missing,
     }
     (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))

@@ -14,9 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def link_workspace(run, group: str) -> None:
-    """Save the sweep's comparison workspace (bloodcls.analysis.workspace) and link it from the summary run."""
+    """Save the sweep's comparison workspace (bloodcls.analysis.wandb_workspace) and link it from the summary run."""
     try:
-        from bloodcls.analysis.workspace import build_workspace, save_workspace
+        from bloodcls.analysis.wandb_workspace import build_workspace, save_workspace
 
         url = save_workspace(build_workspace(run.entity, run.project, group))
     except Exception as err:  # noqa: BLE001 - no wandb-workspaces, no permission: the report run stays

@@ -5,7 +5,7 @@ are read with ``torch.load(weights_only=True)``, which rebuilds only tensors and
 and refuses everything else. bloodcls checkpoints need no allow-list: the LightningModule keeps
 only plain values in its hyper-parameters, and Lightning's own entries (loop progress, callback
 and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safetensors`` files written
-by ``python -m bloodcls.export --format safetensors`` hold the same weights and hyper-parameters
+by ``bloodcls export --format safetensors`` hold the same weights and hyper-parameters
 with no pickle at all. Every way a checkpoint comes in reads it here: ``resume=``, ``ckpt_path=`` (training
 and ``train=false`` scoring), prediction, export, the demo and the shift suite. A shared leaf: it knows
 files, not models (:mod:`bloodcls.inference.checkpoint` rebuilds the network).
@@ -108,7 +108,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     except (KeyError, ValueError):
         raise CheckpointError(
             f"{path} has no bloodcls metadata (model name, input size, class names), so the network cannot be "
-            "rebuilt. Export it with `python -m bloodcls.export <checkpoint> --format safetensors`."
+            "rebuilt. Export it with `bloodcls export <checkpoint> --format safetensors`."
         ) from None
     contents = {"state_dict": {NET_PREFIX + k: v for k, v in state_dict.items() if not k.startswith(TRUST_PREFIX)},
                 "hyper_parameters": hparams, "format": "safetensors"}

@@ -1,16 +1,21 @@
-"""What a run folder holds, by name, and the two ways it is read and written (one home for both).
+"""What a run folder holds, by name, and the two ways it is read and written: the one module that spells the
+names of a run folder's files (writers and readers take them, or :class:`RunPaths`, from here).
 
-    <run>/results.json        scores, efficiency, history, environment (bloodcls.training.fit)
-    <run>/status.json         running / completed / failed / interrupted (bloodcls.runs.status)
-    <run>/checkpoints/        best.ckpt (scored), last.ckpt (resume)
-    <run>/robustness/         the shift suite's robustness.json and figures (bloodcls.robustness)
-    <run>/.hydra/             the composed config and overrides (Hydra)
+    <run>/results.json                  scores, efficiency, history, environment (bloodcls.training.fit)
+    <run>/status.json                   running / completed / failed / interrupted (bloodcls.runs.status)
+    <run>/checkpoints/                  best.ckpt (scored), last.ckpt (resume)
+    <run>/robustness/                   robustness.json, robustness.png, shift_examples.png (the shift suite)
+    <run>/trust/                        trust.json (the trust report), reliability.png (training and the report)
+    <run>/.hydra/                       config.yaml, overrides.yaml (Hydra)
+
+Opening a run folder to read it is :class:`bloodcls.inference.finished_run.FinishedRun`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,80 @@ STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
-ROBUSTNESS_DIR = "robustness"
 HYDRA_SUBDIR = ".hydra"
+HYDRA_CONFIG = "config.yaml"
+HYDRA_OVERRIDES = "overrides.yaml"
+ROBUSTNESS_DIR = "robustness"
+ROBUSTNESS_JSON = "robustness.json"
+ROBUSTNESS_PNG = "robustness.png"
+SHIFT_EXAMPLES_PNG = "shift_examples.png"
+TRUST_DIR = "trust"
+TRUST_JSON = "trust.json"
+RELIABILITY_PNG = "reliability.png"
+
+
+@dataclass(frozen=True)
+class SuiteFiles:
+    """The shift suite's files in one folder: ``<run>/robustness``, or the folder ``--out`` names."""
+
+    folder: Path
+
+    @property
+    def record(self) -> Path:
+        return self.folder / ROBUSTNESS_JSON
+
+    @property
+    def figure(self) -> Path:
+        return self.folder / ROBUSTNESS_PNG
+
+    @property
+    def examples(self) -> Path:
+        return self.folder / SHIFT_EXAMPLES_PNG
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each file of one run folder lies."""
+
+    folder: Path
+
+    @property
+    def results(self) -> Path:
+        return self.folder / RESULTS_FILE
+
+    @property
+    def status(self) -> Path:
+        return self.folder / STATUS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / CHECKPOINT_DIR
+
+    @property
+    def hydra_config(self) -> Path:
+        return self.folder / HYDRA_SUBDIR / HYDRA_CONFIG
+
+    @property
+    def robustness(self) -> SuiteFiles:
+        return SuiteFiles(self.folder / ROBUSTNESS_DIR)
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.folder / TRUST_DIR
+
+    @property
+    def trust(self) -> Path:
+        """The trust report's record (``bloodcls trust``)."""
+        return self.trust_dir / TRUST_JSON
+
+    @property
+    def reliability(self) -> Path:
+        """The reliability diagram, before and after temperature scaling (training, or ``bloodcls trust``)."""
+        return self.trust_dir / RELIABILITY_PNG
+
+    def job_logs(self) -> list[Path]:
+        """Hydra's job log (``<task>.log``) of the run, if any."""
+        return sorted(self.folder.glob("*.log"))
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -84,7 +161,7 @@ def result_folders(folders: Sequence[str | Path]) -> list[Path]:
 def run_checkpoint(run: str | Path) -> Path | None:
     """The checkpoint that represents a run: best.ckpt, else last.ckpt, else None."""
     for name in (BEST_CKPT, LAST_CKPT):
-        path = Path(run) / CHECKPOINT_DIR / name
+        path = RunPaths(Path(run)).checkpoints / name
         if path.is_file():
             return path
     return None

@@ -69,5 +69,5 @@ def _trust(contents: dict[str, Any], path: Path) -> TrustState | None:
         return TrustState.from_dict(contents.get(CHECKPOINT_KEY))
     except (TypeError, ValueError):
         warnings.warn(f"{path}: its trust state is malformed and is ignored (calibration and the gate are "
-                      "unavailable); refit it with `python -m bloodcls.trust <run folder> --refit`.", stacklevel=2)
+                      "unavailable); refit it with `bloodcls trust <run folder> --refit`.", stacklevel=2)
         return None

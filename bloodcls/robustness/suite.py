@@ -23,10 +23,6 @@ from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.runs.environment import resolve_device
 
 CHUNK = 512  # images shifted together with one generator (fixed, so results do not depend on batch_size)
-OUT_DIR = "robustness"
-JSON_FILE = "robustness.json"
-PNG_FILE = "robustness.png"
-EXAMPLES_FILE = "shift_examples.png"
 
 
 # -- the suite ---------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 
 from bloodcls.common.rundir import (
     CHECKPOINT_DIR,
+    HYDRA_OVERRIDES,
     HYDRA_SUBDIR,
     LAST_CKPT,
     RESULTS_FILE,
@@ -147,7 +148,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         raise ResumeError("resume= continues one run: run `python train.py resume=<run folder>` once per run, "
                           "without -m/--multirun.")
     target = resolve_resume(value)
-    overrides_file = target.run_dir / HYDRA_SUBDIR / "overrides.yaml" if target.run_dir is not None else None
+    overrides_file = target.run_dir / HYDRA_SUBDIR / HYDRA_OVERRIDES if target.run_dir is not None else None
     if overrides_file is None or not overrides_file.is_file():
         return argv
     original = [str(o) for o in OmegaConf.load(overrides_file)]

@@ -1,6 +1,6 @@
 """Benchmark the plain DataLoader path against the fast path, same model and batch size, one process.
 
-    python -m bloodcls.bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
+    bloodcls bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
                              [--json bench.json] [hydra overrides ...]
 
 (a) plain: torch DataLoader over the arrays, per-sample torchvision v2 transforms in ``--workers``

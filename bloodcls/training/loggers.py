@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 WANDB_HOST = "api.wandb.ai"
 
 
-def _has_api_key() -> bool:
+def has_api_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
@@ -25,7 +25,7 @@ def _has_api_key() -> bool:
         return False
 
 
-def _reachable(host: str = WANDB_HOST, port: int = 443, timeout: float = 2.0) -> bool:
+def reachable(host: str = WANDB_HOST, port: int = 443, timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -40,7 +40,7 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
         return mode
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    if _has_api_key() and _reachable():
+    if has_api_key() and reachable():
         return "online"
     return "offline"
 

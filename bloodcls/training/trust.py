@@ -16,13 +16,14 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
+from bloodcls.common.rundir import RELIABILITY_PNG, TRUST_DIR
 from bloodcls.training.callbacks import EvalResults
 from bloodcls.uncertainty.figures import reliability_diagram
 from bloodcls.uncertainty.fitting import fit_trust
 from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
 log = logging.getLogger(__name__)
-FIGURE = Path("trust") / "reliability.png"
+FIGURE = Path(TRUST_DIR) / RELIABILITY_PNG
 
 
 def write_trust(checkpoint: Path, state: TrustState) -> None:

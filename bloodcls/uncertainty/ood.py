@@ -75,7 +75,7 @@ def gate_warning(far_ood_auroc: float) -> str | None:
     if far_ood_auroc >= MIN_FAR_OOD_AUROC:
         return None
     return (f"the 'not a blood-cell image' gate scores a far-OOD AUROC of {far_ood_auroc:.4f}, below "
-            f"{MIN_FAR_OOD_AUROC}: it lets non-cell images through. Refit it with `python -m bloodcls.trust "
+            f"{MIN_FAR_OOD_AUROC}: it lets non-cell images through. Refit it with `bloodcls trust "
             "<run folder> --refit`, and see docs/guide/trust.md if it stays low.")
 
 

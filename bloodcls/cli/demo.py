@@ -1,10 +1,10 @@
-"""Command line: try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the model
-looked and whether to trust the answer.
+"""``bloodcls demo``: try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the
+model looked and whether to trust the answer.
 
-    python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
+    bloodcls demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
-Arguments only; the work is done by :mod:`bloodcls.inference.demo`.
+Arguments only; the work is done by :mod:`bloodcls.inference.app`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bloodcls.cli import summary
 from bloodcls.errors import UserError, report_user_errors
-from bloodcls.inference.demo import build_app, example_images, load_demo_model
+from bloodcls.inference.app import build_app, example_images, load_demo_model
+from bloodcls.inference.classify import NO_TRUST
 from bloodcls.inference.images import add_max_pixels_option
-from bloodcls.inference.predict import NO_TRUST
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bloodcls.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bloodcls demo", description=summary(__doc__))
     p.add_argument("checkpoint", help="a run folder (outputs/runs/...) or a .ckpt / exported .safetensors file")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -49,6 +50,3 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"Cannot serve on {args.host}:{args.port} ({err}). Pick a free port with --port N.") from None
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
-"""Command line: the study's comparison workspace on W&B, built from code.
+"""``bloodcls workspace``: the study's comparison workspace on W&B, built from code.
 
-    python -m bloodcls.workspace --entity E --project P [--group SWEEP] [--name NAME] [--dry-run]
+    bloodcls workspace --entity E --project P [--group SWEEP] [--name NAME] [--dry-run]
 
-Arguments only; the work is done by :mod:`bloodcls.analysis.workspace`.
+Arguments only; the work is done by :mod:`bloodcls.analysis.wandb_workspace`.
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ import argparse
 import json
 import sys
 
+from bloodcls.cli import summary
 from bloodcls.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bloodcls.workspace", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bloodcls workspace", description=summary(__doc__))
     parser.add_argument("--entity", required=True, help="W&B user or team that owns the project")
     parser.add_argument("--project", required=True, help="W&B project the runs are in (logger.wandb.project)")
     parser.add_argument("--group", help="only this sweep's runs (its W&B group: the sweep folder's name)")
     parser.add_argument("--name", help="the workspace's name (default: 'bloodcls comparison (<group>)')")
     parser.add_argument("--dry-run", action="store_true", help="print the workspace's spec as JSON; no network")
     args = parser.parse_args(argv)
-    from bloodcls.analysis.workspace import build_workspace, save_workspace, workspace_spec
+    from bloodcls.analysis.wandb_workspace import build_workspace, save_workspace, workspace_spec
 
     try:
         workspace = build_workspace(args.entity, args.project, args.group, args.name)
@@ -35,6 +36,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

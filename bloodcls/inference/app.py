@@ -1,12 +1,12 @@
 """Try a trained model in the browser: drop in a cell image, see the 8 probabilities, where the model looked and
 whether to trust the answer.
 
-    python -m bloodcls.demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
+    bloodcls demo <checkpoint or run folder> [--port 7860] [--host 127.0.0.1]
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
-A local Gradio app. An image is prepared by :mod:`bloodcls.inference.predict`'s own code (same reader, centre
-square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``python -m
-bloodcls.predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
+A local Gradio app. An image is prepared by :mod:`bloodcls.inference.classify`'s own code (same reader, centre
+square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``bloodcls
+predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
 gets "does not look like a BloodMNIST cell image" instead of a class, and one below the review threshold "uncertain:
 have a person review it" with the best guess; a checkpoint written before trust states names the class as before,
 with a note. The model is loaded once; a bad file gets a message in the page and the server keeps going. Beside
@@ -26,11 +26,13 @@ import numpy as np
 from PIL import Image
 
 from bloodcls.common.markdown import md_table
-from bloodcls.common.rundir import CHECKPOINT_DIR, RESULTS_FILE, read_json
+from bloodcls.common.records import ResultsRecord
+from bloodcls.common.rundir import RunPaths
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import TrainedModel, load_trained
+from bloodcls.inference.checkpoint import TrainedModel
+from bloodcls.inference.classify import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
+from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
-from bloodcls.inference.predict import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 
 PREDICTED = "predicted class"
@@ -45,7 +47,7 @@ class DemoModel:
     """The loaded network and what the page says about it."""
 
     trained: TrainedModel
-    results: dict[str, Any] = field(default_factory=dict)  # the run's results.json, when there is one
+    results: ResultsRecord | None = None  # the run's results.json, when there is one
     examples: list[Path] = field(default_factory=list)
 
     @cached_property
@@ -56,14 +58,12 @@ class DemoModel:
 
 def load_demo_model(target: str | Path) -> DemoModel:
     """A checkpoint, or a run folder (its best.ckpt), plus the run's results.json when it sits in one."""
-    from bloodcls.common.rundir import find_checkpoints
-
     target = Path(target).expanduser()
-    if target.is_dir() and not (target / CHECKPOINT_DIR).is_dir():
+    if target.is_dir() and not RunPaths(target).checkpoints.is_dir():
         raise UserError(f"{target} is not a run folder (no checkpoints/ in it): pass a run folder "
                         "(outputs/runs/<date>/<time>_<name>_<id>) or its checkpoints/best.ckpt.")
-    ((run, ckpt),) = find_checkpoints([target])
-    return DemoModel(trained=load_trained(ckpt), results=read_json(run / RESULTS_FILE) or {})
+    (run,) = FinishedRun.find([target])
+    return DemoModel(trained=run.load_model(), results=run.results)
 
 
 def model_facts(model: DemoModel) -> str:
@@ -73,18 +73,18 @@ def model_facts(model: DemoModel) -> str:
     lines = [f"**Model:** {arch} ({t.name}), {t.img_size} px input, checkpoint `{t.path.name}`"
              + (f" (epoch {t.info['epoch']})" if "epoch" in t.info else "")]
     lines.append(trust_facts(t))
-    if not r:
+    if r is None:
         lines.append("No results.json beside this checkpoint: its test scores are unknown.")
         return "\n\n".join(lines)
-    env = r.get("environment") or {}
-    lines.append(f"**Run:** {r.get('run_name')} · recipe {r.get('recipe') or 'pre-recipe'} · seed {r.get('seed')} · "
+    env = r.environment
+    lines.append(f"**Run:** {r.run_name} · recipe {r.recipe or 'pre-recipe'} · seed {r.seed} · "
                  f"{env.get('device', '?')} · commit {env.get('commit', '?')} · {str(env.get('date', '?'))[:10]}")
-    test = r.get("test") or {}
+    test = r.test
     if test.get("acc") is not None:
-        tta = (r.get("test_tta") or {}).get("acc")
+        tta = (r.test_tta or {}).get("acc")
         lines.append(f"**Test accuracy:** {100 * test['acc']:.2f} %" + (f" ({100 * tta:.2f} % with TTA)" if tta else "")
                      + f" · macro F1 {100 * (test.get('f1') or 0):.2f} % on the test split of the run's data")
-    if measured := trust_scores(r.get("trust") or {}):
+    if measured := trust_scores(r.trust or {}):
         lines.append(measured)
     if test.get("acc") is not None:
         scores = test.get("scores") or {}
@@ -238,7 +238,7 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
                 with gr.Row():
                     seen = gr.Image(label=f"As the model saw it ({t.img_size} px)", elem_id="seen", interactive=False)
                     cam = gr.Image(label="Where it looked (HiResCAM)", elem_id="cam", interactive=False)
-                with gr.Accordion("As python -m bloodcls.predict --json reports it", open=False):
+                with gr.Accordion("As bloodcls predict --json reports it", open=False):
                     details = gr.JSON(elem_id="json", show_label=False)
         current = gr.State(None)  # the last image, re-scored when TTA or the map's class changes
         outputs = [verdict, label, table, seen, cam, details, current]

@@ -75,13 +75,13 @@ def workspace_spec(workspace) -> dict[str, Any]:
 
 def save_workspace(workspace) -> str:
     """Save the workspace to W&B and return its URL; no key or no network is one paragraph (UserError)."""
-    from bloodcls.training.loggers import WANDB_HOST, _has_api_key, _reachable
+    from bloodcls.training.loggers import WANDB_HOST, has_api_key, reachable
 
-    if not _has_api_key():
+    if not has_api_key():
         raise UserError("Saving the workspace needs a W&B API key, and none is set. Run `wandb login` (or set "
                         "WANDB_API_KEY) on a machine with internet, then run this again; `--dry-run` prints the "
                         "workspace's spec without any of that.")
-    if not _reachable():
+    if not reachable():
         raise UserError(f"Cannot reach {WANDB_HOST}: saving the workspace needs the network. Run this on a machine "
                         "with internet (e.g. a login node); `--dry-run` prints the spec offline.")
     try:

@@ -1,6 +1,6 @@
 """Runs grouped by experiment and recipe (the table of docs/results/ablation.md), from any folders of runs.
 
-    python -m bloodcls.ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
+    bloodcls ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
 
 Every folder below the given ones that holds a ``results.json`` is a run; runs are grouped by
 (experiment, recipe) — ``recipe=keras +ablation=init`` is recorded as ``keras+init`` — and each group
@@ -13,34 +13,35 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloodcls.analysis.report import read_run, recipe_of
 from bloodcls.common.markdown import md_table
 from bloodcls.common.rundir import result_folders
 from bloodcls.common.stats import format_mean_std
+from bloodcls.inference.finished_run import FinishedRun
 
 
-def find_runs(folders: list[Path]) -> list[Any]:
+def find_runs(folders: list[Path]) -> list[FinishedRun]:
     """Every completed run (a folder with ``results.json``) under ``folders``, each once."""
-    return [run for folder in result_folders(folders) if (run := read_run(folder)).ok]
+    return [run for folder in result_folders(folders) if (run := FinishedRun.open(folder)).ok]
 
 
-def ablation_table(runs: list[Any]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+def ablation_table(runs: list[FinishedRun]) -> list[dict[str, Any]]:
+    """One row per (experiment, recipe): every seed's test accuracy, macro-F1, TTA accuracy and epochs."""
+    groups: dict[tuple[str, str], list[FinishedRun]] = defaultdict(list)
     for run in runs:
-        groups[(str(run.experiment), recipe_of(run.results))].append(run)
+        groups[(str(run.experiment), run.results.recipe_label)].append(run)
     rows = []
     for (experiment, recipe), members in sorted(groups.items()):
         members.sort(key=lambda r: r.seed if r.seed is not None else -1)
-        tta = [100 * r.results["test_tta"]["acc"] for r in members if (r.results.get("test_tta") or {}).get("acc")]
+        tta = [100 * r.results.test_tta["acc"] for r in members if (r.results.test_tta or {}).get("acc")]
         rows.append({
             "experiment": experiment, "recipe": recipe, "runs": len(members),
             "seeds": [r.seed for r in members],
-            "acc": [100 * r.results["test"]["acc"] for r in members],
-            "f1": [100 * r.results["test"]["f1"] for r in members],
+            "acc": [100 * r.results.test["acc"] for r in members],
+            "f1": [100 * r.results.test["f1"] for r in members],
             "tta_acc": tta,
-            "epochs": [r.results["efficiency"]["epochs_run"] for r in members],
-            "devices": sorted({r.results.get("environment", {}).get("device", "?") for r in members}),
-            "commits": sorted({r.results.get("environment", {}).get("commit", "?") for r in members}),
+            "epochs": [r.results.efficiency["epochs_run"] for r in members],
+            "devices": sorted({r.results.environment.get("device", "?") for r in members}),
+            "commits": sorted({r.results.environment.get("commit", "?") for r in members}),
         })
     return rows
 

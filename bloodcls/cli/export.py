@@ -1,23 +1,22 @@
-"""Command line: export a trained network for use outside this project, and prove the export computes the same thing.
+"""``bloodcls export``: a trained network for use outside this project, proved to compute the same thing.
 
-    python -m bloodcls.export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
+    bloodcls export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
 
-Arguments only; the work is done by :mod:`bloodcls.inference.export`.
+Arguments only; the work is done by :mod:`bloodcls.inference.exporters`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.export import ATOL, FORMATS, OPSET, export
+from bloodcls.inference.exporters import ATOL, FORMATS, OPSET, export
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bloodcls.export",
+    parser = argparse.ArgumentParser(prog="bloodcls export",
                                      description="Export a trained bloodcls checkpoint to ONNX, TorchScript or safetensors.")
     parser.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt)")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
@@ -48,6 +47,3 @@ def main(argv: list[str] | None = None) -> int:
               "`pip install -e .[export]`)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

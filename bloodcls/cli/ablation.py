@@ -1,8 +1,9 @@
-"""Command line: runs grouped by experiment and recipe (the table of docs/results/ablation.md), from any folders of runs.
+"""``bloodcls ablation``: runs grouped by experiment and recipe (the table of docs/results/ablation.md), from any
+folders of runs.
 
-    python -m bloodcls.ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
+    bloodcls ablation outputs/multiruns/<date>/<time>_<id> outputs/sweeps/<name> [--json out.json]
 
-Arguments only; the work is done by :mod:`bloodcls.analysis.ablation`.
+Arguments only; the work is done by :mod:`bloodcls.analysis.ablation_table`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-from bloodcls.analysis.ablation import ablation_table, find_runs, markdown_table
+from bloodcls.analysis.ablation_table import ablation_table, find_runs, markdown_table
+from bloodcls.cli import summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bloodcls.ablation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bloodcls ablation", description=summary(__doc__))
     parser.add_argument("folders", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     parser.add_argument("--json", type=Path, help="also write the groups, with every seed's numbers, as JSON")
     args = parser.parse_args(argv)
@@ -35,6 +37,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,6 @@
 """Classify your own blood-cell images with a trained checkpoint.
 
-    python -m bloodcls.predict <checkpoint> <image or folder>... [--json] [--tta]
-    bloodcls-predict outputs/runs/.../checkpoints/best.ckpt cell.jpg more_cells/
+    bloodcls predict <checkpoint> <image or folder>... [--json] [--tta]
 
 Each image is prepared like the dataset (RGB, centre square, bicubic resize to the checkpoint's
 input size) and gets its class, that class's probability and the top three. ``--tta`` averages
@@ -37,7 +36,7 @@ TOP_K = 3
 NOT_A_CELL = "does not look like a BloodMNIST cell image"
 REVIEW = "uncertain: have a person review it"
 NO_TRUST = ("calibration and the out-of-distribution gate are unavailable for this checkpoint (written before "
-            "they existed): fit them with `python -m bloodcls.trust <run folder> --refit`")
+            "they existed): fit them with `bloodcls trust <run folder> --refit`")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

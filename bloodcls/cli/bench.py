@@ -1,7 +1,7 @@
-"""Command line: benchmark the plain DataLoader path against the fast path, same model and batch size, one process.
+"""``bloodcls bench``: time the plain DataLoader path against the fast path, same model and batch size, one process.
 
-    python -m bloodcls.bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
-                             [--threads 1 2] [--device cpu] [--json bench.json] [hydra overrides ...]
+    bloodcls bench experiment=inception [--all] [--reps 3] [--steps N] [--workers 4] [--ablate]
+                   [--threads 1 2] [--device cpu] [--json bench.json] [hydra overrides ...]
 
 Arguments only; the work is done by :mod:`bloodcls.training.benchmark`.
 """
@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bloodcls.cli import summary
 from bloodcls.config import override_key
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.models.study import EXPERIMENTS
@@ -21,8 +22,8 @@ from bloodcls.training.compute import usable_cpus
 
 
 @report_user_errors
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Plain DataLoader path vs. fast path, same model and batch size.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bloodcls bench", description=summary(__doc__))
     parser.add_argument("--all", action="store_true", help="every study experiment")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--steps", type=int, default=None,
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
-        raise UserError(f"Unknown option(s) {bad}; see `python -m bloodcls.bench --help`.")
+        raise UserError(f"Unknown option(s) {bad}; see `bloodcls bench --help`.")
     device = resolve_device(args.device)
     if args.steps is None and device.type == "cpu":
         args.steps = 10
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
               "args": vars(args), "overrides": overrides, "experiments": []}
     for exp in experiments:
         report["experiments"].append(bench_experiment(exp, overrides, device, args))
-    print(f"\nbloodcls.bench on {env['device']} (commit {env['commit']}, {env['date']}), batch "
+    print(f"\nbloodcls bench on {env['device']} (commit {env['commit']}, {env['date']}), batch "
           f"{report['experiments'][0]['batch_size']}, median of {args.reps}")
     print(format_table(report))
     for row in report["experiments"]:
@@ -70,8 +71,5 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['speedup_infer']:.2f}x; augmentation per batch: {aug}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
-    return report
+    return 0
 
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
-"""Command line: classify your own blood-cell images with a trained checkpoint.
+"""``bloodcls predict``: classify your own blood-cell images with a trained checkpoint.
 
-    python -m bloodcls.predict <checkpoint> <image or folder>... [--json] [--tta]
-    bloodcls-predict outputs/runs/.../checkpoints/best.ckpt cell.jpg more_cells/
+    bloodcls predict <checkpoint> <image or folder>... [--json] [--tta]
+    bloodcls predict outputs/runs/.../checkpoints/best.ckpt cell.jpg more_cells/
 
-Arguments only; the work is done by :mod:`bloodcls.inference.predict`.
+Arguments only; the work is done by :mod:`bloodcls.inference.classify`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 from bloodcls.errors import report_user_errors
 from bloodcls.inference.checkpoint import load_trained
+from bloodcls.inference.classify import classify, format_text
 from bloodcls.inference.images import add_max_pixels_option
-from bloodcls.inference.predict import classify, format_text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bloodcls-predict",
+        prog="bloodcls predict",
         description="Classify blood-cell images (PNG, JPEG, TIFF, BMP; any size or colour mode) with a trained checkpoint.",
     )
     parser.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt) or an exported .safetensors")
@@ -59,6 +59,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

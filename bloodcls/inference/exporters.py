@@ -1,13 +1,13 @@
 """Export a trained network for use outside this project, and prove the export computes the same thing.
 
-    python -m bloodcls.export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
+    bloodcls export <checkpoint> --format onnx|torchscript|safetensors [--output PATH]
 
 - ``onnx``: input ``images`` (N x 3 x S x S float32 RGB in [0, 1], any batch size), output
   ``logits`` (apply softmax for probabilities); model name, input size and class names are in the
   model's metadata. Checked with onnxruntime when it is installed.
 - ``torchscript``: ``torch.jit.load``-able, same input and output; metadata in ``bloodcls.json``.
 - ``safetensors``: the weights plus hyper-parameters, no pickle: the safest way to share a model;
-  ``bloodcls.inference.predict`` reads it.
+  ``bloodcls.inference.classify`` reads it.
 
 After writing, the export is run on sample inputs next to the PyTorch network; it is kept only if
 every output matches within ``--atol`` (1e-4). An existing file is never overwritten without ``--force``.

@@ -1,0 +1,164 @@
+"""A run folder opened for reading: its records as dataclasses, the paths of its files, its model and its data.
+
+Every reader of run folders opens them here: the sweep report, the ablation table, the report figures, the
+demo, the shift suite and the trust report. How a folder is read is written once, and the names of its files
+are :mod:`bloodcls.common.rundir`'s. A folder is opened whatever state its run ended in (the report lists the
+failed and interrupted ones): :attr:`FinishedRun.outcome` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bloodcls.common.records import ResultsRecord, RobustnessRecord, StatusRecord, TrustRecord
+from bloodcls.common.rundir import RunPaths, find_checkpoints, read_json, run_checkpoint
+from bloodcls.errors import UserError
+from bloodcls.inference.checkpoint import TrainedModel, load_trained
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+COMPLETED = "completed"
+UNFINISHED = "unfinished"  # no status.json saying how it ended (killed before it wrote one, or still starting)
+
+
+def _record(cls: Any, path: Path) -> Any:
+    doc = read_json(path)
+    return None if doc is None else cls.from_dict(doc)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """One run folder's records (None where the file is missing or unreadable) and the checkpoint that stands for
+    it (best.ckpt, else last.ckpt; or the .ckpt file it was opened from)."""
+
+    folder: Path
+    checkpoint: Path | None
+    results: ResultsRecord | None
+    status: StatusRecord | None
+    robustness: RobustnessRecord | None
+    trust: TrustRecord | None
+
+    @classmethod
+    def open(cls, folder: str | Path, checkpoint: str | Path | None = None) -> FinishedRun:
+        """Read the records of the run folder ``folder``; ``checkpoint`` overrides the run's own."""
+        paths = RunPaths(Path(folder))
+        results = read_json(paths.results)
+        return cls(folder=paths.folder,
+                   checkpoint=Path(checkpoint) if checkpoint is not None else run_checkpoint(paths.folder),
+                   results=None if results is None else ResultsRecord.from_dict(results),
+                   status=_record(StatusRecord, paths.status),
+                   robustness=_record(RobustnessRecord, paths.robustness.record),
+                   trust=_record(TrustRecord, paths.trust))
+
+    @classmethod
+    def find(cls, targets: Sequence[str | Path]) -> list[FinishedRun]:
+        """Every run the targets name: a run folder, a multirun or sweep-runs folder of them, or a .ckpt file (its
+        run folder is the one it lies in; a UserError says what is wrong with a target)."""
+        return [cls.open(run, ckpt) for run, ckpt in find_checkpoints(targets)]
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.folder)
+
+    @property
+    def name(self) -> str:
+        return (self.results.run_name if self.results else None) or self.folder.name
+
+    @property
+    def owns_checkpoint(self) -> bool:
+        """True when the checkpoint is this run's own (``<run>/checkpoints/``), so records may be written into it;
+        a checkpoint handed in from elsewhere is never rewritten."""
+        return self.checkpoint is not None and self.checkpoint.parent.resolve() == self.paths.checkpoints.resolve()
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The run's config: resolved from results.json, else as Hydra composed it (``.hydra/config.yaml``)."""
+        if self.results is not None and self.results.config:
+            return self.results.config
+        if not self.paths.hydra_config.is_file():
+            return {}
+        import yaml
+
+        try:
+            return yaml.safe_load(self.paths.hydra_config.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+
+    @property
+    def experiment(self) -> str | None:
+        return ((self.results.experiment if self.results else None) or (self.status.experiment if self.status else None)
+                or self.config.get("experiment_name"))
+
+    @property
+    def seed(self) -> int | None:
+        return self.results.seed if self.results is not None and self.results.seed is not None else self.config.get("seed")
+
+    @property
+    def outcome(self) -> str:
+        """completed | failed | interrupted | running | unfinished: completed needs a results.json that says so; a
+        status that says completed without one is a failure."""
+        if self.results is not None and self.results.status == COMPLETED:
+            return COMPLETED
+        said = (self.status.status if self.status else None) or UNFINISHED
+        return "failed" if said == COMPLETED else said
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == COMPLETED
+
+    @property
+    def error(self) -> str | None:
+        """Why a run did not complete: its status.json's paragraph, else the last error lines of its job log."""
+        if self.ok:
+            return None
+        if self.status is not None and self.status.error:
+            return self.status.error
+        for log_file in self.paths.job_logs():
+            text = log_file.read_text(errors="replace").strip().splitlines()
+            errors = [ln for ln in text if "Error" in ln or "error" in ln or "Traceback" in ln]
+            return " | ".join((errors or text)[-8:]) or None
+        return None
+
+    def load_model(self, map_location: str = "cpu") -> TrainedModel:
+        """The run's network rebuilt from its checkpoint (weights only, eval mode), with its trust state."""
+        if self.checkpoint is None:
+            raise UserError(f"{self.folder} holds no checkpoint (checkpoints/best.ckpt or last.ckpt): the run did not "
+                            "get as far as saving one. Pass a run folder that did, or a .ckpt file.")
+        return load_trained(self.checkpoint, map_location)
+
+    def data_file(self, img_size: int | None = None, root: str | Path | None = None, download: bool = False) -> Path:
+        """The BloodMNIST file of the run: ``root``, else the run's ``data.root``, else the default root."""
+        from bloodcls.data import default_root, ensure_file
+
+        root = root or (self.results.data_root if self.results else None) or default_root()
+        return ensure_file(root, self._img_size(img_size), download)
+
+    def load_splits(self, img_size: int | None = None, root: str | Path | None = None,
+                    download: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every split of the run's data file as (uint8 N x S x S x 3 images, int64 labels)."""
+        from bloodcls.data import load_npz
+
+        size = self._img_size(img_size)
+        return load_npz(self.data_file(size, root, download), size)
+
+    def load_split(self, split: str = "test", img_size: int | None = None, root: str | Path | None = None,
+                   download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One split of the run's data file as tensors (uint8 images, int64 labels)."""
+        import torch
+
+        images, labels = self.load_splits(img_size, root, download)[split]
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+    def _img_size(self, img_size: int | None) -> int:
+        """``img_size`` (the model's, as callers pass it), else the one the run trained at."""
+        size = img_size or (self.results.img_size if self.results else None) or self.config.get("data", {}).get("img_size")
+        if not isinstance(size, int):  # unknown, or an interpolation Hydra left unresolved in .hydra/config.yaml
+            raise UserError(f"{self.folder}: the run does not say its image size (no results.json or .hydra/config.yaml"
+                            "); give the size, e.g. from the checkpoint's model (load_model().img_size).")
+        return size
