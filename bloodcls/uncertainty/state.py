@@ -18,8 +18,8 @@ CHECKPOINT_KEY = TRUST_KEY  # where a checkpoint holds the state
 
 VERSION = 1
 NO_TTA_THRESHOLD = ("this checkpoint's review threshold was fitted on single-view confidence only, so it cannot judge "
-                    "the averaged confidence of --tta: drop --tta, or fit the trust state again with `python -m "
-                    "bloodcls trust <run folder> --refit` (it then fits a threshold for TTA too).")
+                    "the averaged confidence of --tta: drop --tta, or fit the trust state again with "
+                    "`bloodcls trust <run folder> --refit` (it then fits a threshold for TTA too).")
 
 
 @dataclass
