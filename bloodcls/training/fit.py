@@ -32,6 +32,7 @@ from bloodcls.training import loggers as trackers
 from bloodcls.training import summaries
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import ComputePlan, apply_threads, describe, plan_compute
+from bloodcls.training.progress import EpochProgress
 from bloodcls.uncertainty.fitting import summary as trust_summary
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
 
     history, outcome = History(), EvalResults()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed), history,
-                 ResumeLikeUninterrupted(), outcome]
+                 EpochProgress(history, record), ResumeLikeUninterrupted(), outcome]
     run_cfg, group = run_config(cfg, record, group)
     loggers = instantiate_loggers(run_cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(run_cfg.trainer, callbacks=callbacks, logger=loggers, precision=compute.precision)
