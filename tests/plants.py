@@ -17,11 +17,17 @@ from lightning.pytorch.callbacks import Callback
 
 
 class _Once(Callback):
-    def __init__(self, epoch: int, marker: str) -> None:
+    """``seed``/``only_seed``: in a sweep, fire only in the job whose seed (``+callbacks.x.seed=${seed}``) is
+    ``only_seed``."""
+
+    def __init__(self, epoch: int, marker: str, seed: int | None = None, only_seed: int | None = None) -> None:
         self.epoch, self.marker = epoch, Path(marker)
+        self.seed, self.only_seed = seed, only_seed
 
     def _due(self, trainer: L.Trainer) -> bool:
         if trainer.current_epoch != self.epoch or self.marker.exists():
+            return False
+        if self.only_seed is not None and self.seed != self.only_seed:
             return False
         self.marker.write_text(str(os.getpid()))
         return True
@@ -30,8 +36,8 @@ class _Once(Callback):
 class SendSignal(_Once):
     """Send this process ``signum`` (e.g. 2 = SIGINT, Ctrl-C) at the start of ``epoch``."""
 
-    def __init__(self, epoch: int, marker: str, signum: int = int(signal.SIGINT)) -> None:
-        super().__init__(epoch, marker)
+    def __init__(self, epoch: int, marker: str, signum: int = int(signal.SIGINT), **which: int) -> None:
+        super().__init__(epoch, marker, **which)
         self.signum = signum
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -43,8 +49,8 @@ class SendSignal(_Once):
 class AwaitSignal(_Once):
     """At the start of ``epoch``, write the marker (holding the pid) and wait for a SIGTERM from outside."""
 
-    def __init__(self, epoch: int, marker: str, timeout: float = 120.0) -> None:
-        super().__init__(epoch, marker)
+    def __init__(self, epoch: int, marker: str, timeout: float = 120.0, **which: int) -> None:
+        super().__init__(epoch, marker, **which)
         self.timeout = timeout
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

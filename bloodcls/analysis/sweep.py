@@ -6,15 +6,11 @@ down with it: whatever finished is reported and what did not is listed with its 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import secrets
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,8 +20,18 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from bloodcls.analysis.processes import run_groups, run_process_group
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
+from bloodcls.analysis.sweep_jobs import CONTINUE, DONE, inventory, write_job_status
+from bloodcls.analysis.sweep_resume import (
+    check_resume_arguments,
+    describe,
+    extend_plan,
+    load_plan,
+    plan_resume,
+    record_resume,
+)
 from bloodcls.analysis.trackers import link_workspace, tracker_hints
 from bloodcls.common.files import REPO
 from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json
@@ -35,7 +41,7 @@ from bloodcls.training.compute import usable_cpus
 
 log = logging.getLogger(__name__)
 
-SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs")
+SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs", "resume")
 # jobs=auto with trainer=gpu: this many training processes share the one GPU at most (each holds its data
 # on the device, ~1 GB at 128 px); the study's models are too small to fill an H100/H200 alone.
 GPU_JOBS = 8
@@ -138,40 +144,6 @@ def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -
     ]
 
 
-def run_process_group(cmd: list[str], grace_s: float = 60.0) -> int:
-    """Run the multirun in its own process group and pass Ctrl-C / SIGTERM on to the whole group.
-
-    Launchers start workers of their own (joblib, submitit); signalling only the direct child would
-    leave them training and holding the terminal. After a signal the jobs get ``grace_s`` seconds to
-    stop cleanly (Lightning keeps their last checkpoint), then the group is killed.
-    """
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
-    received: list[float] = []
-
-    def forward(signum, _frame) -> None:
-        received.append(time.monotonic())
-        print(f"[sweep] {signal.Signals(signum).name}: stopping the jobs, then reporting what finished", flush=True)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                returncode = proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                if received and time.monotonic() - received[0] > grace_s:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):  # launcher workers left behind by a stopped job
-            os.killpg(proc.pid, signal.SIGKILL)
-        return returncode
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> dict[str, Any]:
     unknown = [e for e in settings.experiments if e not in known_experiments()]
     if unknown:
@@ -193,12 +165,46 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) ->
     print(f"[sweep] {total} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}"
           f"{f', {jobs} at a time' if jobs > 1 else ''}) -> {sweep_dir}", flush=True)
     t0 = time.perf_counter()
-    returncode = run_process_group(cmd)
+    returncode = run_process_group(cmd, tick=lambda: write_job_status(sweep_dir, plan))
     plan.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 train_wall_s=time.perf_counter() - t0, returncode=returncode)
     (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=2))
     print(f"[sweep] training finished in {plan['train_wall_s']:.0f} s (exit status {returncode})", flush=True)
     return plan
+
+
+def resume_training(settings: DictConfig, given: list[str], overrides: list[str], sweep_dir: Path) -> int:
+    """``resume=<sweep>``: continue, start or keep each planned job (:mod:`bloodcls.analysis.sweep_resume`), ``jobs``
+    at a time; returns 0 when every job it ran ended well."""
+    plan = load_plan(sweep_dir)
+    check_resume_arguments(sweep_dir, given, overrides, plan)
+    plan = extend_plan(plan, settings, given)
+    unknown = [e for e in plan["experiments"] if e not in known_experiments()]
+    if unknown:
+        raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} (conf/experiment/).")
+    job_overrides = list(plan.get("overrides") or [])
+    whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"]})
+    check_job_configs(whole, job_overrides)
+    left = sum(j.state != DONE for j in inventory(sweep_dir, plan))
+    jobs = max(1, min(concurrent_jobs(whole, job_overrides), left))
+    threads = ([f"threads={max(1, usable_cpus() // jobs)}"]
+               if _on_cpu(job_overrides) and override_value(job_overrides, "threads") is None else [])
+    todo = plan_resume(sweep_dir, plan, threads)
+    record_resume(sweep_dir, plan, todo)
+    print(f"[sweep] resuming {sweep_dir}: {describe(todo, inventory(sweep_dir, plan))}"
+          f"{f', {jobs} at a time' if len(todo) > 1 else ''}", flush=True)
+
+    def on_start(i: int) -> None:
+        job = todo[i][0]
+        how = "continuing from its last checkpoint" if job.state == CONTINUE else "starting"
+        print(f"[sweep] job {i + 1}/{len(todo)} ({job.experiment} seed {job.seed}) {how}", flush=True)
+
+    t0 = time.perf_counter()
+    codes = run_groups([cmd for _, cmd in todo], jobs, tick=lambda: write_job_status(sweep_dir, plan), on_start=on_start)
+    record_resume(sweep_dir, plan, todo, finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  train_wall_s=time.perf_counter() - t0, exit_codes=codes)
+    print(f"[sweep] resumed jobs finished in {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
@@ -262,7 +268,13 @@ def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_repo
 
 def main(argv: list[str]) -> int:
     settings, overrides = parse_args(argv)
-    if settings.report_only:
+    if settings.resume:
+        if settings.report_only:
+            raise UserError("resume= continues a sweep and then reports; report_only=true with dir= only reports.")
+        sweep_dir = Path(str(settings.resume))
+        returncode = resume_training(settings, [override_key(a) for a in argv if override_key(a) in SWEEP_KEYS],
+                                     overrides, sweep_dir)
+    elif settings.report_only:
         if not settings.dir:
             raise UserError("report_only=true needs dir=<sweep folder> (e.g. outputs/sweeps/<name>).")
         sweep_dir = Path(settings.dir)
@@ -276,10 +288,11 @@ def main(argv: list[str]) -> int:
     if settings.robustness:
         which = settings.robustness
         score_robustness(sweep_dir, True if which is True else list(which))
-    report = write_report(sweep_dir, overrides if not settings.report_only else None, bool(settings.wandb_report))
+    fresh = not (settings.report_only or settings.resume)  # else the overrides are the plan's own
+    report = write_report(sweep_dir, overrides if fresh else None, bool(settings.wandb_report))
     rep_json = json.loads((sweep_dir / "report.json").read_text())
     unfinished = [r for r in rep_json["runs"] if r["status"] != "completed"] + rep_json["missing"]
     print(f"[sweep] report: {report}" + (f" ({len(unfinished)} job(s) did not finish; listed there)" if unfinished else ""))
-    for hint in tracker_hints(sweep_dir, None if settings.report_only else overrides):
+    for hint in tracker_hints(sweep_dir, overrides if fresh else None):
         print(f"[sweep] {hint}")
     return 1 if (unfinished or returncode) else 0

@@ -33,6 +33,7 @@ from bloodcls.training import summaries
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import ComputePlan, apply_threads, describe, plan_compute
 from bloodcls.training.console import OperationCountSummary, quiet_lightning
+from bloodcls.training.progress import EpochProgress
 from bloodcls.uncertainty.fitting import summary as trust_summary
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
 
     history, outcome = History(), EvalResults()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed), history,
-                 ResumeLikeUninterrupted(), outcome]
+                 EpochProgress(history, record), ResumeLikeUninterrupted(), outcome]
     if cfg.trainer.get("enable_model_summary", True):  # Lightning's own would print "Total FLOPs: 0"
         callbacks.append(OperationCountSummary())
     run_cfg, group = run_config(cfg, record, group)
