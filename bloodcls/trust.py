@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parser().parse_args(argv)
     from bloodcls.analysis.trust import JSON_FILE, OUT_DIR, shift_table, trust_run, trust_table
     from bloodcls.common.rundir import RESULTS_FILE, find_checkpoints, read_json
-    from bloodcls.data import default_root, ensure_file, load_npz
+    from bloodcls.data.sources import run_splits
     from bloodcls.errors import UserError
     from bloodcls.inference.checkpoint import load_trained
 
@@ -53,8 +53,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         model = load_trained(ckpt)
         size = model.img_size
         config = (read_json(run / RESULTS_FILE) or {}).get("config", {})
-        root = args.data_root or config.get("data", {}).get("root") or default_root()
-        arrays = load_npz(ensure_file(root, size, download=False), size)
+        arrays, _ = run_splits(run, config.get("data"), size, root=args.data_root, download=False)  # file or folder
         rec = trust_run(run, ckpt, arrays, refit=args.refit, shift_images=args.shift_images, seed=args.seed, model=model)
         s = rec["summary"]
         print(f"{run}: ECE {100 * s['trust/ece_before']:.2f} -> {100 * s['trust/ece_after']:.2f} %, AURC "

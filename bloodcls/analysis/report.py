@@ -50,6 +50,7 @@ class Report:
     significance: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     missing: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))  # the runs' classes (data=folder: its own)
 
 
 # The trust columns of the report (x100), from each run's results.json summary (bloodcls.uncertainty.fitting.summary)
@@ -121,6 +122,8 @@ def build_report(sweep_dir: str | Path) -> Report:
     seen = [r.experiment for r in runs if r.experiment]
     experiments = planned + [e for e in dict.fromkeys(seen) if e not in planned]
     rep = Report(sweep_dir, plan, runs, experiments)
+    rep.class_names = next((list(r.results["data"]["class_names"]) for r in runs
+                            if r.ok and (r.results.get("data") or {}).get("class_names")), rep.class_names)
 
     # Jobs of the plan that left no folder at all (the sweep stopped before them).
     found = {(r.experiment, r.seed) for r in runs}
@@ -161,7 +164,7 @@ def build_report(sweep_dir: str | Path) -> Report:
             row[f"study_{key}"] = ref_value
         macro.append(row)
         pc = {"experiment": exp, "seeds": len(done)}
-        for cls in CLASS_NAMES:
+        for cls in rep.class_names:
             pc[cls] = _mean(_values(done, ("test", "scores", f"test/f1/{cls}")))
         per_class.append(pc)
         with_rob = [r for r in done if r.robustness]

@@ -3,6 +3,7 @@
     <run>/results.json        scores, efficiency, history, environment (bloodcls.training.fit)
     <run>/status.json         running / completed / failed / interrupted (bloodcls.runs.status)
     <run>/checkpoints/        best.ckpt (scored), last.ckpt (resume)
+    <run>/split.csv           data=folder: which image is in which split (bloodcls.data.splits), read back by resume=
     <run>/robustness/         the shift suite's robustness.json and figures (bloodcls.robustness)
     <run>/.hydra/             the composed config and overrides (Hydra)
 """
@@ -22,6 +23,7 @@ STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
+SPLIT_FILE = "split.csv"
 ROBUSTNESS_DIR = "robustness"
 HYDRA_SUBDIR = ".hydra"
 

@@ -28,13 +28,15 @@ def _run_results(run: Path) -> dict[str, Any]:
     return read_json(run / RESULTS_FILE) or {}
 
 
-def load_split(root: str | Path | None, img_size: int, split: str = "test",
-               download: bool = True) -> tuple[torch.Tensor, torch.Tensor, Path]:
-    """One split of the BloodMNIST file at ``img_size`` as uint8 images and int64 labels, and its path."""
-    from bloodcls.data import default_root, ensure_file, load_npz
+def load_split(root: str | Path | None, img_size: int, split: str = "test", download: bool = True,
+               run: Path | None = None, data: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """One split of the run's data at ``img_size`` as uint8 images and int64 labels, and where it was read: the
+    BloodMNIST file under ``root``, or, for a run trained on a folder (``data``: its config), that folder with
+    the run's own split (:func:`bloodcls.data.sources.run_splits`)."""
+    from bloodcls.data.sources import run_splits
 
-    path = ensure_file(root or default_root(), img_size, download)
-    images, labels = load_npz(path, img_size)[split]
+    arrays, path = run_splits(run, data, img_size, root=root, download=download)
+    images, labels = arrays[split]
     return torch.from_numpy(images), torch.from_numpy(labels), path
 
 
@@ -46,15 +48,17 @@ def score_run(run: Path, ckpt: Path, out: Path, args: argparse.Namespace,
     split, seed, batch_size, device, shifts, severities, no_download, examples); ``cache`` keeps loaded
     splits between runs of the same data file and size.
     """
+    from bloodcls.data.sources import is_folder_run
     from bloodcls.runs.environment import environment
 
     net, hparams = load_model(ckpt)
     img_size = int(hparams.get("img_size", 128))
     previous = _run_results(run)
-    root = args.data_root or (previous.get("config", {}).get("data", {}) or {}).get("root")
-    key = (str(root), img_size)
+    data = previous.get("config", {}).get("data", {}) or {}
+    root = args.data_root or data.get("root")
+    key = (str(run) if is_folder_run(data) else str(root), img_size)  # a folder run has its own split
     if key not in cache:
-        cache[key] = load_split(root, img_size, args.split, download=not args.no_download)
+        cache[key] = load_split(root, img_size, args.split, download=not args.no_download, run=run, data=data)
     images, labels, data_path = cache[key]
     shifts = args.shifts.split(",") if args.shifts else None
     result = evaluate(net, images, labels, seed=args.seed, batch_size=args.batch_size, device=args.device,
