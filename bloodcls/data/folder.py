@@ -175,8 +175,9 @@ def _checked(files: LabelledFiles) -> LabelledFiles:
 
 
 # -- decoding --------------------------------------------------------------------------------------------------
-# The last folder read, per image size: a sweep's jobs in one process decode the images once.
-_decoded: dict[tuple, tuple[np.ndarray, LabelledFiles]] = {}
+# The images of the last file list read, per image size (keyed by paths, sizes and modification times, not by
+# labels or splits): a sweep's jobs in one process decode a folder once.
+_decoded: dict[tuple, tuple[np.ndarray, dict[str, str]]] = {}
 
 
 def _signature(files: LabelledFiles, img_size: int) -> tuple:
@@ -187,22 +188,28 @@ def _signature(files: LabelledFiles, img_size: int) -> tuple:
     return str(files.root.resolve()), img_size, tuple(stamp(e) for e in files.entries)
 
 
-def decode(files: LabelledFiles, img_size: int) -> tuple[np.ndarray, LabelledFiles]:
-    """(N x S x S x 3 uint8 images, the files they came from): unreadable files are moved to ``skipped``, with
-    the reason, and the whole list is reported in one warning. A class left without images is a DataError."""
+def _read_all(files: LabelledFiles, img_size: int) -> tuple[np.ndarray, dict[str, str]]:
+    """(the readable images, stacked; path -> why for the others)."""
     key = _signature(files, img_size)
     if key not in _decoded:
         _decoded.clear()
-        images, kept, bad = [], [], []
+        images, bad = [], {}
         for entry in files.entries:
             try:
                 images.append(load_image(files.root / entry.path, img_size))
-                kept.append(entry)
             except ImageError as err:
-                bad.append((entry.path, str(err)))
+                bad[entry.path] = str(err)
         stack = np.stack(images) if images else np.zeros((0, img_size, img_size, 3), np.uint8)
-        _decoded[key] = (stack, replace(files, entries=kept, skipped=[*files.skipped, *bad]))
-    images, read = _decoded[key]
+        _decoded[key] = (stack, bad)
+    return _decoded[key]
+
+
+def decode(files: LabelledFiles, img_size: int) -> tuple[np.ndarray, LabelledFiles]:
+    """(N x S x S x 3 uint8 images, the files they came from): unreadable files are moved to ``skipped``, with
+    the reason, and the whole list is reported in one warning. A class left without images is a DataError."""
+    images, bad = _read_all(files, img_size)
+    read = replace(files, entries=[e for e in files.entries if e.path not in bad],
+                   skipped=[*files.skipped, *bad.items()])
     _report_skipped(read)
     gone = [c for c in read.class_names if not any(e.label == c for e in read.entries)]
     if gone:
