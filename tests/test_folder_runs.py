@@ -74,6 +74,23 @@ def test_the_shift_suite_scores_the_runs_own_test_split(folder_run):
 
 
 @pytest.mark.slow
+def test_a_sweep_report_shows_the_users_classes(folder_run, tmp_path):
+    from bloodcls.analysis.figures import write_figures
+    from bloodcls.analysis.report import build_report
+    from bloodcls.analysis.report_markdown import markdown
+
+    lab, out, results = folder_run
+    shutil.copytree(out, tmp_path / "runs" / "0_skip_28_s0")  # a sweep folder of one job
+    rep = build_report(tmp_path)
+    assert rep.class_names == sorted(FOLDER_CLASSES)
+    assert set(rep.tables["per_class_f1"][0]) == {"experiment", "seeds", *FOLDER_CLASSES}
+    figures = write_figures(rep, tmp_path / "figures")  # the 4 x 4 confusion matrix and the sample grid too
+    assert {"confusion matrix of the best run", "sample predictions"} <= set(figures)
+    text = markdown(rep, figures)
+    assert "| experiment | blast | lymph | mono | neutro |" in text and "study's best" not in text
+
+
+@pytest.mark.slow
 def test_resume_reads_the_split_back(tmp_path, request):
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job inherits SIGINT ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)
