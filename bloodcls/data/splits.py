@@ -34,7 +34,7 @@ def _holdout(n: int, fraction: float) -> int:
 def _needed(val_fraction: float, test_fraction: float, folds: int | None) -> int:
     """The fewest images of a class that leave every part at least one."""
     n = 2
-    while n - _holdout(n, test_fraction) < (folds or 1 + _holdout(n, val_fraction)):
+    while n - _holdout(n, test_fraction) < (folds if folds else 1 + _holdout(n, val_fraction)):  # K folds, or val + train
         n += 1
     return n
 
