@@ -47,3 +47,32 @@ def write_synthetic_npz(
     path = root / file_name(size)
     np.savez(path, **arrays)
     return path
+
+
+FOLDER_CLASSES = ("blast", "lymph", "mono", "neutro")
+
+
+def write_synthetic_folder(root: str | Path, n_per_class: int = 20, size: int = 40, seed: int = 0,
+                           classes: tuple[str, ...] = FOLDER_CLASSES) -> Path:
+    """A lab folder in the ImageFolder layout, ``root/<class>/<i>.png|jpg``: the learnable synthetic images of the
+    first ``len(classes)`` synthetic classes, at ``size`` px (resized on reading), PNG and JPEG alternating; the
+    first image of the first class is saved greyscale and the first of the second RGBA (both stay readable), and
+    ``root/<last class>/broken.png`` is half a PNG. Returns ``root``."""
+    from PIL import Image
+
+    root = Path(root)
+    images, labels = synthetic_split(n_per_class, size, seed=seed)
+    labels = labels.reshape(-1)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, idx in enumerate(np.flatnonzero(labels == c)):
+            img = Image.fromarray(images[idx])
+            if i == 0 and c == 0:
+                img = img.convert("L")
+            elif i == 0 and c == 1:
+                img = img.convert("RGBA")
+            img.save(root / name / (f"{i:03d}.png" if i % 2 == 0 or img.mode == "RGBA" else f"{i:03d}.jpg"),
+                     quality=95)
+    good = (root / classes[-1] / "000.png").read_bytes()
+    (root / classes[-1] / "broken.png").write_bytes(good[: len(good) // 2])
+    return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from bloodcls.analysis.report import Report  # noqa: E402
 from bloodcls.data import CLASS_NAMES  # noqa: E402
+from bloodcls.errors import UserError  # noqa: E402
 from bloodcls.inference.finished_run import FinishedRun  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,11 @@ def accuracy_vs_cost(rep: Report, out: Path) -> dict[str, str]:
 
 def per_class_heatmap(rep: Report, out: Path) -> str:
     rows = rep.tables["per_class_f1"]
-    data = np.array([[np.nan if r[c] is None else r[c] for c in CLASS_NAMES] for r in rows], dtype=float)
+    names = rep.class_names
+    data = np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 2))
     im = ax.imshow(data, cmap="viridis", vmin=np.nanmin(data) if np.isfinite(data).any() else 0, vmax=1)
-    ax.set_xticks(range(len(CLASS_NAMES)), [c.replace("_", "\n") for c in CLASS_NAMES], fontsize=8)
+    ax.set_xticks(range(len(names)), [c.replace("_", "\n") for c in names], fontsize=8)
     ax.set_yticks(range(len(rows)), [r["experiment"] for r in rows])
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
@@ -69,17 +72,18 @@ def best_run(rep: Report) -> FinishedRun | None:
 
 def confusion(run: FinishedRun, out: Path) -> str:
     cm = np.array(run.results.test["confusion_matrix"], dtype=float)
+    names, n = run_class_names(run), len(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     for ax, mat, title, fmt in ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised", "{:.2f}")):
         ax.imshow(mat, cmap="Blues")
-        ax.set_xticks(range(8), [c[:12] for c in CLASS_NAMES], rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(8), [c[:12] for c in CLASS_NAMES], fontsize=8)
+        ax.set_xticks(range(n), [c[:12] for c in names], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), [c[:12] for c in names], fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{run.experiment} seed {run.seed}: {title}")
-        for i in range(8):
-            for j in range(8):
+        for i in range(n):
+            for j in range(n):
                 ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if mat[i, j] > mat.max() / 2 else "black")
     return _save(fig, out / "confusion_best.png")
@@ -106,16 +110,23 @@ def curves(rep: Report, out: Path) -> str:
     return _save(fig, out / "curves.png")
 
 
+def run_class_names(run: FinishedRun) -> list[str]:
+    """The run's classes in label order (a folder run's own, else BloodMNIST's)."""
+    return list(run.results.data.get("class_names") or CLASS_NAMES)
+
+
 def sample_predictions(run: FinishedRun, out: Path) -> str | None:
-    """One test image per class from the run's own data file, titled True/Pred; errors in red."""
+    """One test image per class from the run's own data (its file, or its folder and split), titled True/Pred;
+    errors in red."""
     path = Path(run.results.data.get("path") or "")
-    if not path.is_file():
-        log.warning("sample-prediction grid skipped: data file %s not found", path)
+    try:  # the data file the run read (its folder's root), or for a folder run its folder and split.csv
+        images = run.load_splits(run.results.img_size, root=path.parent if path.suffix == ".npz" else None)["test"][0]
+    except (UserError, OSError, KeyError) as err:
+        log.warning("sample-prediction grid skipped: the run's test images cannot be read (%s)", err)
         return None
-    with np.load(path) as npz:
-        images = npz["test_images"]
+    names = run_class_names(run)
     labels, preds = run.results.test["labels"], run.results.test["predictions"]
-    fig, axes = plt.subplots(2, 4, figsize=(10, 6.2))
+    fig, axes = plt.subplots(math.ceil(len(names) / 4), 4, figsize=(10, 3.1 * math.ceil(len(names) / 4)), squeeze=False)
     for c, ax in enumerate(axes.flat):
         idx = next((i for i, y in enumerate(labels) if y == c), None)
         ax.axis("off")
@@ -123,7 +134,7 @@ def sample_predictions(run: FinishedRun, out: Path) -> str | None:
             continue
         ax.imshow(images[idx])
         wrong = preds[idx] != c
-        ax.set_title(f"True: {CLASS_NAMES[c]}\nPred: {CLASS_NAMES[preds[idx]]}", fontsize=8,
+        ax.set_title(f"True: {names[c]}\nPred: {names[preds[idx]]}", fontsize=8,
                      color="red" if wrong else "black")
     fig.suptitle(f"sample test predictions: {run.experiment} seed {run.seed}")
     return _save(fig, out / "sample_predictions.png")

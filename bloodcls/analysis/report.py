@@ -34,6 +34,7 @@ class Report:
     significance: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     missing: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))  # the runs' classes (data=folder: its own)
 
 
 # The trust columns of the report (x100), from each run's results.json summary (bloodcls.uncertainty.fitting.summary)
@@ -69,6 +70,8 @@ def build_report(sweep_dir: str | Path) -> Report:
     seen = [r.experiment for r in runs if r.experiment]
     experiments = planned + [e for e in dict.fromkeys(seen) if e not in planned]
     rep = Report(sweep_dir, plan, runs, experiments)
+    rep.class_names = next((list(r.results.data["class_names"]) for r in runs
+                            if r.ok and r.results.data.get("class_names")), rep.class_names)
 
     # Jobs of the plan that left no folder at all (the sweep stopped before them).
     found = {(r.experiment, r.seed) for r in runs}
@@ -80,7 +83,7 @@ def build_report(sweep_dir: str | Path) -> Report:
     done = {exp: [r for r in runs if r.experiment == exp and r.ok] for exp in experiments}
     rep.tables = {"performance": [performance_row(exp, done[exp]) for exp in experiments],
                   "macro": [macro_row(exp, done[exp]) for exp in experiments],
-                  "per_class_f1": [per_class_row(exp, done[exp]) for exp in experiments]}
+                  "per_class_f1": [per_class_row(exp, done[exp], rep.class_names) for exp in experiments]}
     trust = [row for exp in experiments if (row := trust_row(exp, done[exp]))]
     robust = [row for exp in experiments if (row := robustness_row(exp, done[exp]))]
     if trust:
@@ -127,10 +130,10 @@ def macro_row(exp: str, done: list[FinishedRun]) -> dict[str, Any]:
     return row
 
 
-def per_class_row(exp: str, done: list[FinishedRun]) -> dict[str, Any]:
+def per_class_row(exp: str, done: list[FinishedRun], class_names: list[str]) -> dict[str, Any]:
     """Per-class test F1, mean over seeds."""
     return {"experiment": exp, "seeds": len(done),
-            **{cls: _mean(_values(done, ("test", "scores", f"test/f1/{cls}"))) for cls in CLASS_NAMES}}
+            **{cls: _mean(_values(done, ("test", "scores", f"test/f1/{cls}"))) for cls in class_names}}
 
 
 def robustness_row(exp: str, done: list[FinishedRun]) -> dict[str, Any] | None:

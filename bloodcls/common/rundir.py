@@ -4,6 +4,7 @@ names of a run folder's files (writers and readers take them, or :class:`RunPath
     <run>/results.json                  scores, efficiency, history, environment (bloodcls.training.fit)
     <run>/status.json                   running / completed / failed / interrupted (bloodcls.runs.status)
     <run>/checkpoints/                  best.ckpt (scored), last.ckpt (resume)
+    <run>/split.csv                     data=folder: which image is in which split (bloodcls.data.splits), read back by resume=
     <run>/robustness/                   robustness.json, robustness.png, shift_examples.png (the shift suite)
     <run>/trust/                        trust.json (the trust report), reliability.png (training and the report)
     <run>/.hydra/                       config.yaml, overrides.yaml (Hydra)
@@ -27,6 +28,7 @@ STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
+SPLIT_FILE = "split.csv"
 HYDRA_SUBDIR = ".hydra"
 HYDRA_CONFIG = "config.yaml"
 HYDRA_OVERRIDES = "overrides.yaml"

@@ -1,17 +1,21 @@
-"""BloodMNIST as a LightningDataModule: in-memory splits, fast batch loaders, batched augmentation.
+"""In-memory splits as a LightningDataModule: fast batch loaders and batched augmentation over uint8 arrays.
 
-A whole split fits in memory as uint8 (128 px train is 0.59 GB), so batches are index slices of one
-tensor: on the GPU when training there (``on_device``), which removes worker processes and
-host-to-device copies from the hot path. Conversion to float and augmentation run batched after the
-transfer.
+A whole split fits in memory as uint8 (BloodMNIST's 128 px train is 0.59 GB), so batches are index slices of
+one tensor: on the GPU when training there (``on_device``), which removes worker processes and host-to-device
+copies from the hot path. Conversion to float and augmentation run batched after the transfer.
+:class:`ArrayDataModule` is all of that; a subclass says where the arrays come from:
+:class:`BloodMNISTDataModule` the MedMNIST file, :class:`bloodcls.data.folder_datamodule.FolderDataModule` a
+folder of a lab's own images.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -46,22 +50,25 @@ def _photometric(augment: bool | str, strengths: dict | None, img_size: int) -> 
                         "data.photometric.ramp_epochs to 0 or more.") from None
 
 
-class BloodMNISTDataModule(L.LightningDataModule):
-    """BloodMNIST at 28/64/128/224 px with class weights and batched, training-only augmentation.
+class ArrayDataModule(L.LightningDataModule):
+    """Train/val/test arrays (N x S x S x 3 uint8 images, int64 labels) with class weights and batched,
+    training-only augmentation; a subclass supplies :meth:`load_arrays`, ``class_names`` and ``num_classes``.
 
     ``loader="tensor"`` (default) serves batches from in-memory tensors, moved to the GPU once when
     ``on_device`` allows; ``loader="torch"`` is a standard DataLoader with per-sample torchvision
-    transforms in ``num_workers`` workers, kept as the reference path.
+    transforms in ``num_workers`` workers, kept as the reference path. ``run_dir`` is the run's folder, where a
+    data source keeps what it draws for the run (a folder's split); None outside a run.
     """
+
+    class_names: list[str]
+    num_classes: int
 
     def __init__(
         self,
-        root: str | None = None,
         img_size: int = 128,
         batch_size: int = 64,
         eval_batch_size: int = 256,
         augment: bool | str = True,
-        download: bool = True,
         loader: str = "tensor",
         on_device: str | bool = "auto",
         num_workers: int = 0,
@@ -69,6 +76,7 @@ class BloodMNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         photometric: dict | None = None,
         min_augment: str = "none",
+        run_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         # the allowed values and the message are check_config's (bloodcls.schema): this class is built without Hydra too
@@ -78,15 +86,13 @@ class BloodMNISTDataModule(L.LightningDataModule):
         if min_augment == "geometric" and augment is False:
             augment = True  # a recipe that always augments (recipe=strong) keeps augment=robust as it is
         _check_size(img_size)
-        self.root = str(Path(root).expanduser()) if root else default_root()
         self.img_size, self.batch_size, self.eval_batch_size = img_size, batch_size, eval_batch_size
         self.photometric = _photometric(augment, photometric, img_size)
-        self.augment, self.download, self.loader = bool(augment), download, loader
+        self.augment, self.loader = bool(augment), loader
         self.on_device, self.num_workers = str(on_device).lower(), num_workers
         # auto is resolved by train() (bloodcls.training.compute); a data module built on its own stays NCHW.
         self.channels_last, self.seed = channels_last is True, seed
-        self.class_names = list(CLASS_NAMES)
-        self.num_classes = NUM_CLASSES
+        self.run_dir = Path(run_dir) if run_dir else None
         self.augmenter = GeometricAugment()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.path: Path | None = None
@@ -94,27 +100,30 @@ class BloodMNISTDataModule(L.LightningDataModule):
         self.class_weights: torch.Tensor | None = None
 
     # -- loading ---------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        ensure_file(self.root, self.img_size, self.download)
+    def load_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The three splits as (images, labels) arrays; sets ``path`` (and ``md5`` where there is one file)."""
+        raise NotImplementedError
 
     def train_class_weights(self) -> torch.Tensor:
-        """Balanced class weights of the training split (the study's loss), before or after ``setup``; the
-        file is read once per process (``load_cached``)."""
+        """Balanced class weights of the training split (the study's loss), before or after ``setup``."""
         if self.class_weights is not None:
             return self.class_weights
-        _, arrays = load_cached(ensure_file(self.root, self.img_size, self.download), self.img_size)
-        return class_weights(torch.from_numpy(arrays["train"][1]), self.num_classes)
+        return class_weights(torch.from_numpy(self.load_arrays()["train"][1]), self.num_classes)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.path = ensure_file(self.root, self.img_size, self.download)
-        self.md5, arrays = load_cached(self.path, self.img_size)
+        arrays = self.load_arrays()
         self.splits = {s: (torch.from_numpy(x), torch.from_numpy(y)) for s, (x, y) in arrays.items()}
         self.class_weights = class_weights(self.splits["train"][1], self.num_classes)
         device = self._target_device()
         if device is not None and device.type != "cpu":
             self.splits = {s: (x.to(device), y.to(device)) for s, (x, y) in self.splits.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps about the data a run used."""
+        return {"path": str(self.path), "md5": self.md5, "split_sizes": self.split_sizes(),
+                "class_names": list(self.class_names)}
 
     def _target_device(self) -> torch.device | None:
         if self.loader != "tensor" or self.on_device == "false":
@@ -181,3 +190,23 @@ class BloodMNISTDataModule(L.LightningDataModule):
         x, y = batch
         train = self.trainer is not None and self.trainer.training
         return self.prepare_batch(x, train), y.long()
+
+
+class BloodMNISTDataModule(ArrayDataModule):
+    """BloodMNIST at 28/64/128/224 px from the MedMNIST(+) file under ``root`` (downloaded when allowed)."""
+
+    def __init__(self, root: str | None = None, download: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = str(Path(root).expanduser()) if root else default_root()
+        self.download = download
+        self.class_names = list(CLASS_NAMES)
+        self.num_classes = NUM_CLASSES
+
+    def prepare_data(self) -> None:
+        ensure_file(self.root, self.img_size, self.download)
+
+    def load_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The file is read and hashed once per process (``load_cached``)."""
+        self.path = ensure_file(self.root, self.img_size, self.download)
+        self.md5, arrays = load_cached(self.path, self.img_size)
+        return arrays

@@ -66,6 +66,17 @@ def load_demo_model(target: str | Path) -> DemoModel:
     return DemoModel(trained=run.load_model(), results=run.results)
 
 
+def disclaimer(model: DemoModel) -> str:
+    """:data:`DISCLAIMER`, naming the user's own folder for a model trained on one (data=folder)."""
+    from bloodcls.data.sources import is_folder_run
+
+    data = (model.results.get("config") or {}).get("data") or {}
+    if not is_folder_run(data):
+        return DISCLAIMER
+    return (f"**Research tool, not a diagnostic device.** It was trained on the images of `{data.get('path')}`; "
+            "its answer on images unlike them may be wrong without warning.")
+
+
 def model_facts(model: DemoModel) -> str:
     """Markdown: architecture, input size, trust state, recipe, test accuracy, trust scores and per-class F1."""
     t, r = model.trained, model.results
@@ -176,14 +187,22 @@ def probability_table(probabilities: dict[str, float]) -> str:
 
 
 def example_images(model: TrainedModel, root: str | Path | None, folder: Path) -> list[Path]:
-    """One test-split image per class as PNG files, when the data file for the model's size is present."""
+    """One test-split image per class as PNG files: from the BloodMNIST file for the model's size when present, or,
+    for a model trained on a folder of the user's images, from that folder's test split (the run's split.csv)."""
+    from bloodcls.common.rundir import RESULTS_FILE, read_json, run_folder_of
     from bloodcls.data import default_root, file_name, load_npz
+    from bloodcls.data.sources import is_folder_run, run_splits
 
+    run = run_folder_of(model.path, strict=False)
+    data = ((read_json(run / RESULTS_FILE) or {}).get("config") or {}).get("data") if run else None
     path = Path(root or default_root()).expanduser() / file_name(model.img_size)
-    if not path.is_file():
+    if not is_folder_run(data) and not path.is_file():
         return []
     try:
-        images, labels = load_npz(path, model.img_size)["test"]
+        if is_folder_run(data):
+            images, labels = run_splits(run, data, model.img_size)[0]["test"]
+        else:
+            images, labels = load_npz(path, model.img_size)["test"]
     except (UserError, OSError, ValueError, KeyError):
         return []
     out = []
@@ -221,7 +240,7 @@ def build_app(model: DemoModel, max_pixels: int = MAX_PIXELS):
         return headline(model, a), label, table, a["seen"], a["cam"], {"tta": tta, **a["row"]}, path
 
     with gr.Blocks(title="bloodcls demo") as app:
-        gr.Markdown("## Blood-cell classifier\n" + DISCLAIMER)
+        gr.Markdown("## Blood-cell classifier\n" + disclaimer(model))
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Cell image (PNG, JPEG, TIFF, BMP)", type="filepath", elem_id="upload")

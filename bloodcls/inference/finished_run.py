@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bloodcls.common.records import ResultsRecord, RobustnessRecord, StatusRecord, TrustRecord
-from bloodcls.common.rundir import RunPaths, find_checkpoints, read_json, run_checkpoint
+from bloodcls.common.rundir import SPLIT_FILE, RunPaths, find_checkpoints, read_json, run_checkpoint
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 
@@ -132,20 +132,29 @@ class FinishedRun:
                             "get as far as saving one. Pass a run folder that did, or a .ckpt file.")
         return load_trained(self.checkpoint, map_location)
 
-    def data_file(self, img_size: int | None = None, root: str | Path | None = None, download: bool = False) -> Path:
-        """The BloodMNIST file of the run: ``root``, else the run's ``data.root``, else the default root."""
-        from bloodcls.data import default_root, ensure_file
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The run's ``data`` config (results.json's resolved one, else Hydra's)."""
+        return dict((self.results.config.get("data") if self.results else None) or self.config.get("data") or {})
 
+    def data_file(self, img_size: int | None = None, root: str | Path | None = None, download: bool = False) -> Path:
+        """Where the run's data is read from: its BloodMNIST file (``root``, else the run's ``data.root``, else the
+        default root), or for a run trained on a folder (``data=folder``) its own split file."""
+        from bloodcls.data import default_root, ensure_file
+        from bloodcls.data.sources import is_folder_run
+
+        if is_folder_run(self.data_config):
+            return self.folder / SPLIT_FILE
         root = root or (self.results.data_root if self.results else None) or default_root()
         return ensure_file(root, self._img_size(img_size), download)
 
     def load_splits(self, img_size: int | None = None, root: str | Path | None = None,
                     download: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Every split of the run's data file as (uint8 N x S x S x 3 images, int64 labels)."""
-        from bloodcls.data import load_npz
+        """Every split of the run's data as (uint8 N x S x S x 3 images, int64 labels): the BloodMNIST file, or the
+        run's folder with its own ``split.csv`` (:func:`bloodcls.data.sources.run_splits`)."""
+        from bloodcls.data.sources import run_splits
 
-        size = self._img_size(img_size)
-        return load_npz(self.data_file(size, root, download), size)
+        return run_splits(self.folder, self.data_config, self._img_size(img_size), root=root, download=download)[0]
 
     def load_split(self, split: str = "test", img_size: int | None = None, root: str | Path | None = None,
                    download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -84,16 +84,14 @@ class PathRunner:
 
     def __init__(self, cfg, device: torch.device, *, fast: bool, workers: int, steps: int | None, bf16: bool,
                  channels_last: bool, compile: bool | str) -> None:
-        from bloodcls.data import BloodMNISTDataModule
-
-        data_kw = dict(cfg.data)
-        data_kw.pop("_target_", None)
-        data_kw.update(loader="tensor" if fast else "torch", num_workers=0 if fast else workers,
-                       on_device="true" if fast and device.type == "cuda" else "false", channels_last=channels_last)
-        dm = BloodMNISTDataModule(**data_kw)
-        dm.setup()  # the file is read and hashed once per process (bloodcls.data.load_cached); on_device moves it
+        # the configured data (BloodMNIST or data=folder), read once per process; on_device moves it
+        dm = hydra.utils.instantiate(cfg.data, loader="tensor" if fast else "torch", num_workers=0 if fast else workers,
+                                     on_device="true" if fast and device.type == "cuda" else "false",
+                                     channels_last=channels_last)
+        dm.setup()
         torch.manual_seed(0)
-        self.module = hydra.utils.instantiate(cfg.model, channels_last=channels_last, compile=compile).to(device)
+        self.module = hydra.utils.instantiate(cfg.model, num_classes=dm.num_classes, class_names=dm.class_names,
+                                              channels_last=channels_last, compile=compile).to(device)
         captured = self.module.compile_for(device) if compile == "graphs" else False
         opt_kw = {"fused": True} if fast and device.type == "cuda" else {}
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=float(cfg.model.optimizer.lr), **opt_kw)

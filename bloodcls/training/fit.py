@@ -102,7 +102,8 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
                            cfg.trainer.get("accelerator", "auto"), cfg.get("threads", "auto"))
     apply_threads(compute)
     rank_zero_info(describe(compute))
-    datamodule = instantiate(cfg.data, channels_last=compute.channels_last)  # reads no file yet
+    # reads no file yet; run_dir: where a folder's split is kept (and read back by resume=)
+    datamodule = instantiate(cfg.data, channels_last=compute.channels_last, run_dir=str(output_dir))
     # Cheap checks first: an unknown architecture or a bad model setting stops before the data file is looked for.
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names,
                         channels_last=compute.channels_last)
@@ -227,8 +228,7 @@ def _collect(run: Run, epochs: list[dict[str, Any]], fit_wall: float, best_path:
         "trust": outcome.trust,
         "efficiency": eff,
         "history": epochs,
-        "data": {"path": str(datamodule.path), "md5": datamodule.md5, "split_sizes": datamodule.split_sizes(),
-                 "class_names": datamodule.class_names},
+        "data": datamodule.record(),  # path, md5, split sizes, class names (and a folder's split file, skips)
         "config": run.resolved,
     }
     results["summary"] = summarize(results)
