@@ -60,7 +60,9 @@ def test_predict_and_the_demo_name_the_users_classes(folder_run, tmp_path):
     assert sum(r["class"] == "mono" for r in report["results"]) > 20  # 30 mono images, most of them right
     examples = example_images(model, None, tmp_path)  # from the run's own test split
     assert sorted(p.name.rsplit("_", 1)[1] for p in examples) == sorted(f"{c}.png" for c in FOLDER_CLASSES)
-    page = DemoModel(trained=model, results=results)
+    from bloodcls.common.records import ResultsRecord
+
+    page = DemoModel(trained=model, results=ResultsRecord.from_dict(results))
     assert str(lab) in disclaimer(page) and "BloodMNIST" not in disclaimer(page)
 
 

@@ -70,7 +70,7 @@ def disclaimer(model: DemoModel) -> str:
     """:data:`DISCLAIMER`, naming the user's own folder for a model trained on one (data=folder)."""
     from bloodcls.data.sources import is_folder_run
 
-    data = (model.results.get("config") or {}).get("data") or {}
+    data = (model.results.config.get("data") if model.results is not None else None) or {}
     if not is_folder_run(data):
         return DISCLAIMER
     return (f"**Research tool, not a diagnostic device.** It was trained on the images of `{data.get('path')}`; "
