@@ -137,7 +137,7 @@ def test_inventory_tells_what_each_job_needs(tmp_path):
         lines = [status_line(j) for j in inventory(tmp_path, plan)]
         assert "completed" in lines[0] and "killed" in lines[1] and "interrupted" in lines[2] and "pending" in lines[3]
 
-        todo = plan_resume(tmp_path, plan, ["threads=1"])
+        todo = plan_resume(tmp_path, plan, inventory(tmp_path, plan), ["threads=1"])
         cmds = {j.seed: cmd for j, cmd in todo}
         assert cmds[1][2:] == [f"resume={runs / '1_skip_s1'}", "threads=1"]
         assert f"hydra.run.dir={runs / '2_skip_s2'}" in cmds[2]  # started again under its own name ...
@@ -145,7 +145,8 @@ def test_inventory_tells_what_each_job_needs(tmp_path):
 
         _job(runs, "4_skip_s4", 4, {"status": "running", "pid": sleeper.pid, "host": host})
         with pytest.raises(UserError, match=rf"4_skip_s4 \(process {sleeper.pid}\) still running"):
-            plan_resume(tmp_path, {"experiments": ["skip"], "seeds": [4]}, [])
+            only_4 = {"experiments": ["skip"], "seeds": [4]}
+            plan_resume(tmp_path, only_4, inventory(tmp_path, only_4), [])
         assert inventory(tmp_path, {"experiments": ["skip"], "seeds": [4]})[0].state == LIVE
     finally:
         sleeper.kill()

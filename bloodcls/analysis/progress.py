@@ -14,13 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE, job_folders
-
-
-def _fmt(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+from bloodcls.training.progress import clock
 
 
 def finished_jobs(sweep_dir: str | Path) -> int:
@@ -44,8 +38,8 @@ class SweepProgress(Callback):
         done = finished_jobs(sweep_dir)
         elapsed = time.time() - self.started
         eta = elapsed / done * (self.total - done) if done else None
-        left = f", about {_fmt(eta)} left" if eta is not None else ""
-        return f"[sweep] {what} - {done}/{self.total} done, {_fmt(elapsed)} elapsed{left}"
+        left = f", about {clock(eta)} left" if eta is not None else ""
+        return f"[sweep] {what} - {done}/{self.total} done, {clock(elapsed)} elapsed{left}"
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         num = config.hydra.job.num

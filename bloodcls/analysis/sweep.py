@@ -185,13 +185,13 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     job_overrides = list(plan.get("overrides") or [])
     whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"]})
     check_job_configs(whole, job_overrides)
-    left = sum(j.state != DONE for j in inventory(sweep_dir, plan))
-    jobs = max(1, min(concurrent_jobs(whole, job_overrides), left))
+    planned = inventory(sweep_dir, plan)
+    jobs = max(1, min(concurrent_jobs(whole, job_overrides), sum(j.state != DONE for j in planned)))
     threads = ([f"threads={max(1, usable_cpus() // jobs)}"]
                if _on_cpu(job_overrides) and override_value(job_overrides, "threads") is None else [])
-    todo = plan_resume(sweep_dir, plan, threads)
+    todo = plan_resume(sweep_dir, plan, planned, threads)
     record_resume(sweep_dir, plan, todo)
-    print(f"[sweep] resuming {sweep_dir}: {describe(todo, inventory(sweep_dir, plan))}"
+    print(f"[sweep] resuming {sweep_dir}: {describe(todo, planned)}"
           f"{f', {jobs} at a time' if len(todo) > 1 else ''}", flush=True)
 
     def on_start(i: int) -> None:

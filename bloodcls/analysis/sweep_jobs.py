@@ -114,21 +114,17 @@ def set_aside(folder: Path) -> Path:
 
 
 def status_line(job: Job, now: float | None = None) -> str:
-    """``<folder>  <state>  epoch 12/40  314 s/epoch  at most 1h20m left`` for one job."""
+    """``<folder>  <state>  epoch 12/40  314 s/epoch  at most 1h20m left`` for one job of :func:`inventory`."""
     now = time.time() if now is None else now
-    name = job.folder.name if job.folder is not None else f"–  {job.experiment} seed {job.seed}"
     if job.folder is None:
-        return f"{name:32} pending"
-    status = read_status(job.folder) or {}
-    state = status.get("status", "starting")
-    if (job.folder / RESULTS_FILE).is_file() and state in (COMPLETED, RUNNING):
-        state = COMPLETED
-    elif state == RUNNING and still_running(status) is None and status.get("pid") is not None:
+        return f"{f'–  {job.experiment} seed {job.seed}':32} pending"
+    state = {DONE: COMPLETED, LIVE: RUNNING}.get(job.state) or job.status.get("status", "starting")
+    if state == RUNNING and job.state != LIVE:
         state = "killed"  # SIGKILL or a lost machine: "running" with a dead process
-    p = status.get("progress") or {}
+    p = job.status.get("progress") or {}
     if not p:
-        return f"{name:32} {state}"
-    line = f"{name:32} {state:11} epoch {p['epoch']}/{p['max_epochs']}  {p.get('epoch_s', 0):.0f} s/epoch"
+        return f"{job.folder.name:32} {state}"
+    line = f"{job.folder.name:32} {state:11} epoch {p['epoch']}/{p['max_epochs']}  {p.get('epoch_s', 0):.0f} s/epoch"
     if state == RUNNING and p.get("phase") == "testing":
         line += "  testing"
     elif state == RUNNING:

@@ -24,7 +24,6 @@ from bloodcls.analysis.sweep_jobs import (
     RUNS_DIR,
     START,
     Job,
-    inventory,
     next_job_number,
     set_aside,
 )
@@ -85,9 +84,10 @@ def job_command(job: Job, sweep_dir: Path, plan: dict[str, Any], threads: list[s
             *overrides, f"hydra.run.dir={sweep_dir / RUNS_DIR / name}"]
 
 
-def plan_resume(sweep_dir: Path, plan: dict[str, Any], threads: list[str]) -> list[tuple[Job, list[str]]]:
-    """(job, command) for every job that is not completed; refuses while any job of the sweep still runs."""
-    jobs = inventory(sweep_dir, plan)
+def plan_resume(sweep_dir: Path, plan: dict[str, Any], jobs: list[Job], threads: list[str]
+                ) -> list[tuple[Job, list[str]]]:
+    """(job, command) for every job of ``jobs`` (:func:`inventory`) that is not completed; refuses while any job
+    of the sweep still runs."""
     live = [j for j in jobs if j.state == LIVE]
     if live:
         names = ", ".join(f"{j.folder.name} (process {j.status.get('pid')})" for j in live)
