@@ -8,7 +8,8 @@ Writes, in torchvision's ImageFolder layout (``data=folder data.path=<out>/pbc``
 - ``<out>/pbc/<class>/<stem>.jpg``: the 200 x 200 PBC crops themselves (the JPEG bytes from the pack, unchanged, so
   reading them at 64 px gives exactly what bloodmnist_64.npz holds), all but the held-out images of each class, or
   the first ``--per-class`` of them;
-- ``<out>/second_lab/<class>/<stem>.png``: ``--second-lab-per-class`` other images of each class (never in pbc/),
+- ``<out>/second_lab/<class>/<stem>.png``: ``--second-lab-per-class`` other images of each class (never in pbc/;
+  from BloodMNIST's test split, so a model trained on BloodMNIST has not seen them),
   shifted as another lab's smears would be: the shift suite's stain and colour shifts (``--shifts``; default the
   stain's hue and strength and the lamp's brightness) at ``--severity`` 3, one after the other, on every image,
   saved losslessly.
@@ -39,18 +40,21 @@ PACK = REPO.parent / "shared" / "data"
 STAIN_AND_COLOUR = ("hue", "saturation_up", "brightness_down")
 
 
-def read_pack(pack: Path) -> tuple[dict[str, bytes], dict[str, list[str]]]:
-    """(stem -> JPEG bytes of every crop, class folder -> its stems in the pack's list order)."""
+def read_pack(pack: Path) -> tuple[dict[str, bytes], dict[str, list[str]], dict[str, str]]:
+    """(stem -> JPEG bytes of every crop, class folder -> its stems in the pack's list order, stem -> its
+    BloodMNIST split)."""
     crops: dict[str, bytes] = {}
     for part in sorted(pack.glob("pbc200.part*.tar")):
         with tarfile.open(part) as tar:
             for member in tar.getmembers():
                 crops[Path(member.name).stem] = tar.extractfile(member).read()
     classes: dict[str, list[str]] = {}
+    splits: dict[str, str] = {}
     with open(pack / "bloodmnist_split.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             classes.setdefault(row["class_dir"], []).append(row["stem"])
-    return crops, classes
+            splits[row["stem"]] = row["split"]
+    return crops, classes, splits
 
 
 def shift_image(jpeg: bytes, shifts: list[str], severity: int, generator: torch.Generator) -> Image.Image:
@@ -71,17 +75,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shifts", default=",".join(STAIN_AND_COLOUR), help=f"from: {', '.join(SHIFTS)}")
     ap.add_argument("--severity", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--held-out-from", default="test", choices=("test", "any"),
+                    help="draw second_lab/ from BloodMNIST's test split only (default), so that a model trained on "
+                         "BloodMNIST has never seen those cells, or from any split")
     args = ap.parse_args(argv)
     shifts = args.shifts.split(",")
     if unknown := [s for s in shifts if s not in SHIFTS]:
         raise SystemExit(f"unknown shifts {unknown}; known: {', '.join(SHIFTS)}")
-    crops, classes = read_pack(args.pack)
+    crops, classes, splits = read_pack(args.pack)
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     counts = {}
     for name, stems in sorted(classes.items()):
         order = [stems[i] for i in rng.permutation(len(stems))]
-        held, kept = order[: args.second_lab_per_class], order[args.second_lab_per_class:][: args.per_class]
+        pool = [s for s in order if args.held_out_from == "any" or splits[s] == args.held_out_from]
+        held = pool[: args.second_lab_per_class]
+        taken = set(held)
+        kept = [s for s in order if s not in taken][: args.per_class]
         (args.out / "pbc" / name).mkdir(parents=True, exist_ok=True)
         (args.out / "second_lab" / name).mkdir(parents=True, exist_ok=True)
         for stem in kept:
@@ -91,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         counts[name] = (len(kept), len(held))
     for name, (kept, held) in counts.items():
         print(f"{name:14s} pbc {kept:5d}  second_lab {held:4d}")
+    (args.out / "classes.yaml").write_text("# the PBC folder names that are not BloodMNIST's class names (--classes)\n"
+                                          "ig: immature_granulocytes\n")
     print(f"-> {args.out / 'pbc'} and {args.out / 'second_lab'} ({', '.join(shifts)} at severity {args.severity})")
 
 

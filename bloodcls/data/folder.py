@@ -72,8 +72,9 @@ def class_order(labels: list[str]) -> list[str]:
     return sorted(set(labels))
 
 
-def scan(path: str | Path) -> LabelledFiles:
-    """The labelled image files ``path`` names (a folder of class folders or a .csv), checked; nothing decoded."""
+def scan(path: str | Path, min_classes: int = 2) -> LabelledFiles:
+    """The labelled image files ``path`` names (a folder of class folders or a .csv), checked; nothing decoded.
+    Training needs two classes at least; scoring a model on one class of images (``min_classes=1``) is fine."""
     source = Path(str(path)).expanduser()
     if not source.exists():
         raise DataError(f"data.path={path} does not exist. Point data.path at a folder of class folders or a CSV "
@@ -81,8 +82,8 @@ def scan(path: str | Path) -> LabelledFiles:
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise DataError(f"data.path={path} is a file but not a .csv. {LAYOUT}")
-        return _scan_csv(source)
-    return _scan_folder(source)
+        return _checked(_scan_csv(source), min_classes)
+    return _checked(_scan_folder(source), min_classes)
 
 
 def _scan_folder(folder: Path) -> LabelledFiles:
@@ -115,7 +116,7 @@ def _scan_folder(folder: Path) -> LabelledFiles:
         raise DataError(f"data.path={folder}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} hold"
                         f"{'' if len(empty) > 1 else 's'} no image: {listing(empty)}. Every class folder needs "
                         f"PNG, JPEG, TIFF or BMP images of that class; remove or fill the empty ones.")
-    return _checked(LabelledFiles(folder, folder, entries, class_order([e.label for e in entries]), skipped))
+    return LabelledFiles(folder, folder, entries, class_order([e.label for e in entries]), skipped)
 
 
 def _why_not(path: Path) -> str | None:
@@ -164,11 +165,11 @@ def _scan_csv(path: Path) -> LabelledFiles:
     else:
         splits = [None] * len(rows)
     entries = [Entry(r["path"], r["label"], s) for r, s in zip(rows, splits, strict=True)]
-    return _checked(LabelledFiles(root, path, entries, class_order([e.label for e in entries])))
+    return LabelledFiles(root, path, entries, class_order([e.label for e in entries]))
 
 
-def _checked(files: LabelledFiles) -> LabelledFiles:
-    if len(files.class_names) < 2:
+def _checked(files: LabelledFiles, min_classes: int = 2) -> LabelledFiles:
+    if len(files.class_names) < min_classes:
         raise DataError(f"data.path={files.source} has one class ({listing(files.class_names)}); a classifier "
                         f"needs at least two. {LAYOUT}")
     return files
