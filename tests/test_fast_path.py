@@ -109,12 +109,16 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys, monkeypatch
                        "--json", str(tmp_path / "b.json")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
     (row,) = report["experiments"]
-    assert set(row["paths"]) == {"plain", "fast"}  # CUDA graphs are timed on CUDA only
+    assert set(row["paths"]) == {"plain", "fast", "tensor_fp32"}  # CUDA graphs are timed on CUDA only
     assert set(row["by_threads"]) == {"1", "2"} and row["paths"] == row["by_threads"]["1"]["paths"]
     assert row["by_threads"]["2"]["paths"]["fast"]["threads"] == 2
     plain, fast = (json.loads((tmp_path / "b.json").read_text())["experiments"][0]["paths"][k] for k in ("plain", "fast"))
     assert plain["settings"]["bf16"] is False and plain["settings"]["channels_last"] is False
     assert fast["settings"]["bf16"] is bf16 and fast["settings"]["channels_last"] is True  # native bf16 only
+    like = row["paths"]["tensor_fp32"]["settings"]  # like with like: fast's loader, the old numerics
+    assert like["bf16"] is False and like["channels_last"] is False
+    assert row["speedup_train_vs_fp32"] == pytest.approx(
+        row["paths"]["fast"]["train_images_per_s"] / row["paths"]["tensor_fp32"]["train_images_per_s"])
     for p in row["paths"].values():
         assert p["train_images_per_s"] > 0 and p["infer_images_per_s"] > 0 and len(p["reps_train_images_per_s"]) == 2
     assert row["speedup_train"] == pytest.approx(
@@ -122,7 +126,7 @@ def test_benchmark_runs_both_paths(synthetic_root, tmp_path, capsys, monkeypatch
     assert "torch_grid_sample" in row["augmentation_ms_per_batch"]
     printed = capsys.readouterr().out
     assert "| inception | plain | 1 |" in printed and "| inception | fast | 2 |" in printed
-    assert "fast/plain training" in printed
+    assert "fast/plain training" in printed and "like with like" in printed
 
 
 def _fit_steps(compile_mode, synthetic_root, steps=4):

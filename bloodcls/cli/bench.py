@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in report["experiments"]:
         aug = ", ".join(f"{k} {v:.2f} ms" for k, v in row["augmentation_ms_per_batch"].items())
         graphs = f" ({row['speedup_train_graphs']:.2f}x with CUDA graphs)" if "speedup_train_graphs" in row else ""
-        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x{graphs}, inference "
-              f"{row['speedup_infer']:.2f}x; augmentation per batch: {aug}")
+        print(f"{row['experiment']}: fast/plain training {row['speedup_train']:.2f}x{graphs} (fast/tensor fp32 NCHW, "
+              f"like with like: {row['speedup_train_vs_fp32']:.2f}x), inference {row['speedup_infer']:.2f}x; "
+              f"augmentation per batch: {aug}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

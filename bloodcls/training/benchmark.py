@@ -6,7 +6,10 @@
 (a) plain: torch DataLoader over the arrays, per-sample torchvision v2 transforms in ``--workers``
     worker processes, fp32, NCHW, host-to-device copy of every batch;
 (b) fast:  the whole dataset resident on the device, batches as index slices, batched augmentation
-    on the device; on CUDA also bf16 autocast, channels_last and fused Adam (``trainer=gpu``).
+    on the device; on CUDA also bf16 autocast, channels_last and fused Adam (``trainer=gpu``);
+(c) tensor_fp32: the fast path's batches in fp32 and NCHW, the default before bf16. plain differs from fast in
+    three ways at once (loader, precision, memory layout); fast against tensor_fp32 isolates the numerics, like
+    with like (``speedup_train_vs_fp32``).
 
 Both paths run the same training step (forward, class-weighted cross-entropy, backward, Adam) in a
 plain loop, so the numbers are the data path and numerics, not Lightning's bookkeeping; the timed
@@ -211,7 +214,8 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
     bf16_ok = torch.cuda.is_bf16_supported() if cuda else native_bf16()[0]
     common = dict(workers=args.workers, steps=args.steps)
     variants = [("plain", dict(fast=False, bf16=False, channels_last=False, compile=False)),
-                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile))]
+                ("fast", dict(fast=True, bf16=bf16_ok, channels_last=True, compile=args.compile)),
+                ("tensor_fp32", dict(fast=True, bf16=False, channels_last=False, compile=False))]
     if cuda:  # model.compile=graphs: CUDA graphs via torch.compile(mode="reduce-overhead")
         variants.append(("fast_graphs", dict(fast=True, bf16=bf16_ok, channels_last=True, compile="graphs")))
     if args.ablate:
@@ -236,12 +240,13 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
                   file=sys.stderr, flush=True)
         by_threads[str(threads or "default")] = {"paths": results, "wall_s": time.perf_counter() - t0}
     first = next(iter(by_threads.values()))["paths"]
-    plain, fast = first["plain"], first["fast"]
+    plain, fast, fp32 = first["plain"], first["fast"], first["tensor_fp32"]
     row = {
         "experiment": experiment, "model": cfg.model.name, "img_size": size, "batch_size": int(cfg.data.batch_size),
         "macs": macs, "paths": first, "by_threads": by_threads,
         "speedup_train": fast["train_images_per_s"] / plain["train_images_per_s"],
         "speedup_infer": fast["infer_images_per_s"] / plain["infer_images_per_s"],
+        "speedup_train_vs_fp32": fast["train_images_per_s"] / fp32["train_images_per_s"],
         "augmentation_ms_per_batch": augmentation_microbench(size, device, int(cfg.data.batch_size)),
     }
     if "fast_graphs" in first:
@@ -252,20 +257,22 @@ def bench_experiment(experiment: str, overrides: list[str], device: torch.device
 def format_table(report: dict) -> str:
     peak = report.get("peak_bf16_tflops")
     header = ["experiment", "path", "threads", "train img/s", "epoch (s)", "infer img/s", "train TFLOP/s",
-              *(["% bf16 peak"] if peak else []), "speed-up", "bf16", "channels_last"]
+              *(["% bf16 peak"] if peak else []), "vs. plain", "vs. tensor fp32", "bf16", "channels_last"]
     rows = []
     for row in report["experiments"]:
         for threads, result in row.get("by_threads", {"default": {"paths": row["paths"]}}).items():
             paths = result["paths"]
             for name, p in paths.items():
                 speed = p["train_images_per_s"] / paths["plain"]["train_images_per_s"]
+                like = paths.get("tensor_fp32")
+                vs_fp32 = f"{p['train_images_per_s'] / like['train_images_per_s']:.2f}x" if like else "–"
                 epoch = f"{p['epoch_s']:.2f}" + ("" if p["epoch_measured"] else " (est.)")
                 cells = [row["experiment"], name, threads, f"{p['train_images_per_s']:,.0f}", epoch,
                          f"{p['infer_images_per_s']:,.0f}", f"{p['train_tflops']:.2f}"]
                 if peak:
                     cells.append(f"{100 * p['train_tflops'] / peak:.1f}")
                 settings = p.get("settings", {})
-                cells += [f"{speed:.2f}x", "yes" if settings.get("bf16") else "no",
+                cells += [f"{speed:.2f}x", vs_fp32, "yes" if settings.get("bf16") else "no",
                           "yes" if settings.get("channels_last") else "no"]
                 rows.append(cells)
     return "\n".join(md_table(header, rows))
