@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("bloodcls.cli.train", "train one model, or a Hydra multirun (-m); as train.py"),
     "sweep": ("bloodcls.cli.sweep", "the study's experiments over seeds, then the report; as sweep.py"),
     "predict": ("bloodcls.cli.predict", "classify your own cell images with a trained model"),
+    "evaluate": ("bloodcls.cli.evaluate", "score a trained model on your own labelled images"),
     "demo": ("bloodcls.cli.demo", "try a trained model in the browser"),
     "export": ("bloodcls.cli.export", "export a model to ONNX, TorchScript or safetensors, checked"),
     "robustness": ("bloodcls.cli.robustness", "accuracy of trained runs under 13 lab shifts x 5 severities"),

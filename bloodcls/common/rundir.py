@@ -7,6 +7,7 @@ names of a run folder's files (writers and readers take them, or :class:`RunPath
     <run>/split.csv                     data=folder: which image is in which split (bloodcls.data.splits), read back by resume=
     <run>/robustness/                   robustness.json, robustness.png, shift_examples.png (the shift suite)
     <run>/trust/                        trust.json (the trust report), reliability.png (training and the report)
+    <run>/evaluate/<data>/              report.json, predictions.csv, confusion.png (bloodcls evaluate on a lab's images)
     <run>/.hydra/                       config.yaml, overrides.yaml (Hydra)
 
 Opening a run folder to read it is :class:`bloodcls.inference.finished_run.FinishedRun`.
@@ -39,6 +40,10 @@ SHIFT_EXAMPLES_PNG = "shift_examples.png"
 TRUST_DIR = "trust"
 TRUST_JSON = "trust.json"
 RELIABILITY_PNG = "reliability.png"
+EVALUATE_DIR = "evaluate"
+EVALUATE_JSON = "report.json"
+PREDICTIONS_CSV = "predictions.csv"
+CONFUSION_PNG = "confusion.png"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,25 @@ class SuiteFiles:
     @property
     def examples(self) -> Path:
         return self.folder / SHIFT_EXAMPLES_PNG
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """``bloodcls evaluate``'s files in one folder: ``<run>/evaluate/<data>``, or the folder ``--out`` names."""
+
+    folder: Path
+
+    @property
+    def report(self) -> Path:
+        return self.folder / EVALUATE_JSON
+
+    @property
+    def predictions(self) -> Path:
+        return self.folder / PREDICTIONS_CSV
+
+    @property
+    def confusion(self) -> Path:
+        return self.folder / CONFUSION_PNG
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,10 @@ class RunPaths:
     def reliability(self) -> Path:
         """The reliability diagram, before and after temperature scaling (training, or ``bloodcls trust``)."""
         return self.trust_dir / RELIABILITY_PNG
+
+    def evaluation(self, data_name: str) -> EvaluationFiles:
+        """Where ``bloodcls evaluate`` writes the scores of this run's model on the labelled images ``data_name``."""
+        return EvaluationFiles(self.folder / EVALUATE_DIR / data_name)
 
     def job_logs(self) -> list[Path]:
         """Hydra's job log (``<task>.log``) of the run, if any."""
