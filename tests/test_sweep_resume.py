@@ -169,4 +169,4 @@ def test_progress_line_holds_what_a_background_reader_needs():
                           "val_acc": 0.851, "lr": 1e-4, "epoch_s": 312.4, "eta_s": 37 * 312.4, "best_epoch": 2,
                           "patience_left": 5})
     assert line == ("epoch 3/40 | train loss 0.5123 acc 81.20 % | val loss 0.4300 acc 85.10 % | lr 1.00e-04 | "
-                    "312 s/epoch | at most 3h12m left (best epoch 2, patience 5 left)")
+                    "312 s/epoch | at most 3h12m left (best epoch 3, patience 5 left)")  # epochs counted from 1

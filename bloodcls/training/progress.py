@@ -49,7 +49,13 @@ def progress_line(p: dict[str, Any]) -> str:
     return (f"epoch {p['epoch']}/{p['max_epochs']} | train loss {_num(p.get('train_loss'))} acc "
             f"{_pct(p.get('train_acc'))} | val loss {_num(p.get('val_loss'))} acc {_pct(p.get('val_acc'))} | "
             f"lr {_num(p.get('lr'), '.2e')} | {p['epoch_s']:.0f} s/epoch | at most {clock(p['eta_s'])} left "
-            f"(best epoch {p.get('best_epoch')}{stop})")
+            f"(best epoch {_counted(p.get('best_epoch'))}{stop})")
+
+
+def _counted(epoch: int | None) -> str:
+    """Lightning's 0-based epoch index as the line counts epochs (from 1), so ``epoch 6/40 (best epoch 6)`` says
+    the epoch just ended is the best so far."""
+    return "–" if epoch is None else str(epoch + 1)
 
 
 class EpochProgress(Callback):
