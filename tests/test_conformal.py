@@ -85,3 +85,26 @@ def test_too_few_images_are_refused_with_the_number_needed(coverage, need):
 def test_a_coverage_outside_zero_one_is_refused(coverage):
     with pytest.raises(UserError, match=r"outside \(0, 1\)"):
         min_calibration_images(coverage)
+
+
+def test_training_fits_sets_and_predict_shows_them(reference_run, synthetic_root, tmp_path, capsys):
+    from PIL import Image
+
+    from bloodcls.cli.predict import main as predict_main
+    from bloodcls.data import load_npz
+    from bloodcls.inference.checkpoint import load_trained
+
+    run, results = reference_run
+    sets = results["trust"]["sets"]
+    assert sets["target_coverage"] == 0.9 and 0 <= sets["coverage"] <= 1 and 1 <= sets["mean_size"] <= 8
+    ckpt = run / "checkpoints" / "best.ckpt"
+    model = load_trained(ckpt)
+    assert model.trust.conformal.n_calibration == 48  # the synthetic validation split
+    test = load_npz(synthetic_root / "bloodmnist.npz")["test"][0]
+    for i in range(3):
+        Image.fromarray(test[i]).save(tmp_path / f"cell{i}.png")
+    assert predict_main([str(ckpt), str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["set_coverage"] == 0.9
+    for row in out["results"]:
+        assert row["class"] in row["prediction_set"] and set(row["prediction_set"]) <= set(model.class_names)
