@@ -30,7 +30,7 @@ from bloodcls.common.records import ResultsRecord
 from bloodcls.common.rundir import RunPaths
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
-from bloodcls.inference.classify import NOT_A_CELL, REVIEW, assess, result_row, to_tensor
+from bloodcls.inference.classify import NOT_A_CELL, REVIEW, assess, result_row, set_text, to_tensor
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
@@ -175,6 +175,8 @@ def headline(model: DemoModel, a: dict[str, Any]) -> str:
         return (f"**{NOT_A_CELL}**: no class is given (gate score {a['ood_score']:.3g} > {trust.ood_threshold:.3g})."
                 " Try a single stained blood cell, imaged like the PBC smears.")
     named = f"**{a['class']}** ({pct(a['probability'])})"
+    if len(a.get("prediction_set") or []) > 1:  # the classes that hold the true one at the fitted coverage
+        tta = f" · {set_text(a['prediction_set'], trust.conformal.coverage)}{tta}"
     if a["verdict"] == "review":
         return f"**{REVIEW}** · best guess {named}, below {pct(trust.review_threshold(a['tta']))}{tta}{cam}"
     note = f" · {NO_TRUST_NOTE}" if a["verdict"] == "unchecked" else ""

@@ -86,6 +86,8 @@ def assess(model: TrainedModel, images: np.ndarray, tta: bool = False, batch_siz
         out["confidence"] = out["proba"].max(axis=1)
         out["abstain"] = out["confidence"] < trust.review_threshold(tta)  # fitted on the same kind of confidence
         out.update({k: judged[k].numpy() for k in ("ood_score", "in_distribution")})
+        if "sets" in judged:  # from the single view also under --tta: its threshold was fitted on single views
+            out["sets"] = judged["sets"].numpy()
     return out
 
 
@@ -119,6 +121,8 @@ def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,
         "img_size": model.img_size,
         "tta": tta,
         "calibrated": model.trust is not None,
+        # the share of images whose prediction set holds the true class; null without a conformal threshold
+        "set_coverage": model.trust.conformal.coverage if model.trust and model.trust.conformal else None,
         "trust": trust,
         "results": results,
         "errors": errors,
@@ -136,8 +140,10 @@ def result_row(class_names: list[str], judged: dict[str, np.ndarray], i: int) ->
         "top": [{"class": class_names[k], "probability": float(p[k])} for k in order[:TOP_K]],
         "probabilities": {c: float(v) for c, v in zip(class_names, p, strict=True)},
         # null where the checkpoint has no trust state
-        "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None,
+        "confidence": None, "abstain": None, "in_distribution": None, "ood_score": None, "prediction_set": None,
     }
+    if "sets" in judged:
+        row["prediction_set"] = [c for c, inside in zip(class_names, judged["sets"][i], strict=True) if inside]
     if "confidence" in judged:
         row.update(confidence=float(judged["confidence"][i]), abstain=bool(judged["abstain"][i]),
                    in_distribution=bool(judged["in_distribution"][i]), ood_score=float(judged["ood_score"][i]))
@@ -170,4 +176,11 @@ def format_text(report: dict[str, Any]) -> str:
                          f"{_pct(report['trust']['abstain_below'])})   top {len(r['top'])}: {top}")
         else:
             lines.append(f"{r['path']}: {r['class']} ({_pct(r['probability'])})   top {len(r['top'])}: {top}")
+        if r["verdict"] != "not_a_cell" and len(r.get("prediction_set") or []) > 1:
+            lines[-1] += f"   {set_text(r['prediction_set'], report['set_coverage'])}"
     return "\n".join(lines)
+
+
+def set_text(classes: list[str], coverage: float) -> str:
+    """``set (90 %): lymphocyte, monocyte``: the classes that hold the true one at the fitted coverage."""
+    return f"set ({100 * coverage:g} %): {', '.join(classes)}"

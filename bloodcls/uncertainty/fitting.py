@@ -1,7 +1,7 @@
 """Fit the trust state of a trained network on its own splits, and score it on the test split.
 
 Training split: the gate's class means and covariance. Validation split: the temperature, the
-abstention threshold and the gate's threshold. Test split: everything reported (before and after
+abstention threshold, the gate's threshold and the conformal prediction-set threshold. Test split: everything reported (before and after
 scaling), never used to fit anything.
 """
 
@@ -16,6 +16,7 @@ from torch import nn
 from bloodcls.common.tensors import to_float_images
 from bloodcls.common.tta import eight_views
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature, reliability_bins
+from bloodcls.uncertainty.conformal import DEFAULT_COVERAGE, ConformalSets, min_calibration_images, set_scores
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.ood import (
     ID_ACCEPT,
@@ -86,7 +87,9 @@ def fit_trust(net: nn.Module, splits: dict[str, tuple[Any, Any]], max_train_imag
                        max_error=MAX_ERROR, ood_means=gate["means"], ood_precision=gate["precision"],
                        ood_threshold=accept_threshold(s_va, ID_ACCEPT), id_accept=ID_ACCEPT,
                        feature_layer=feature_layer(net)[0],
-                       abstain_below_tta=abstain_threshold(p_va_tta.max(1).values, p_va_tta.argmax(1) == y_va, MAX_ERROR))
+                       abstain_below_tta=abstain_threshold(p_va_tta.max(1).values, p_va_tta.argmax(1) == y_va, MAX_ERROR),
+                       conformal=(ConformalSets.fit(p_va, y_va, DEFAULT_COVERAGE)  # none on a tiny validation split
+                                  if len(y_va) >= min_calibration_images(DEFAULT_COVERAGE) else None))
     return state, evaluate_trust(net, state, splits["test"], far_ood_n=far_ood_n, seed=seed,
                                  fitted_on={"train_images": len(y_tr), "val_images": len(y_va),
                                             "shrinkage": gate["shrinkage"]})
@@ -125,8 +128,18 @@ def evaluate_trust(net: nn.Module, state: TrustState, test: tuple[Any, Any], far
         "gate": {"threshold": state.ood_threshold, "id_accept": state.id_accept, "feature_layer": state.feature_layer,
                  "fires_on_test": float((~out["in_distribution"]).double().mean()), "far_ood": far,
                  "warning": gate_warning(far["all"]["auroc"])},
+        "sets": set_report(state.conformal, after, labels),
         "fitted_on": fitted_on or {},
     }
+
+
+def set_report(conformal: ConformalSets | None, proba: torch.Tensor, labels: torch.Tensor) -> dict[str, Any] | None:
+    """The prediction sets' fitted values and, on these images, their empirical ``coverage`` (against
+    ``target_coverage``), mean size and share of single-class sets; None without a conformal threshold."""
+    if conformal is None:
+        return None
+    fitted = conformal.to_dict()
+    return {"target_coverage": fitted.pop("coverage"), **fitted, **set_scores(conformal.sets(proba), labels)}
 
 
 def _far_ood_entry(id_scores: torch.Tensor, ood_scores: torch.Tensor, threshold: float) -> dict[str, Any]:
@@ -137,7 +150,8 @@ def _far_ood_entry(id_scores: torch.Tensor, ood_scores: torch.Tensor, threshold:
 
 def summary(report: dict[str, Any]) -> dict[str, float]:
     """Flat scalars for trackers and tables (``trust/...``)."""
-    cal, sel, gate = report["calibration"], report["selective"], report["gate"]
+    cal, sel, gate, sets = report["calibration"], report["selective"], report["gate"], report.get("sets")
+    extra = {"trust/set_coverage": sets["coverage"], "trust/set_size": sets["mean_size"]} if sets else {}
     return {"trust/test_acc": report["test_acc"], "trust/temperature": report["temperature"], "trust/ece_before": cal["before"]["ece"],
             "trust/ece_after": cal["after"]["ece"], "trust/nll_before": cal["before"]["nll"],
             "trust/nll_after": cal["after"]["nll"], "trust/brier_before": cal["before"]["brier"],
@@ -145,4 +159,5 @@ def summary(report: dict[str, Any]) -> dict[str, float]:
             "trust/acc_at_90": sel["acc_at_90"], "trust/acc_at_95": sel["acc_at_95"],
             "trust/coverage": sel["coverage"], "trust/far_ood_auroc": gate["far_ood"]["all"]["auroc"],
             "trust/far_ood_fpr95": gate["far_ood"]["all"]["fpr_at_95_tpr"],
-            "trust/far_ood_turned_away": gate["far_ood"]["all"]["fires"], "trust/gate_fires_on_test": gate["fires_on_test"]}
+            "trust/far_ood_turned_away": gate["far_ood"]["all"]["fires"], "trust/gate_fires_on_test": gate["fires_on_test"],
+            **extra}

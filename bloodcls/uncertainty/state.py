@@ -13,6 +13,7 @@ import torch
 
 from bloodcls.common.checkpoints import TRUST_KEY
 from bloodcls.errors import UserError
+from bloodcls.uncertainty.conformal import ConformalSets
 
 CHECKPOINT_KEY = TRUST_KEY  # where a checkpoint holds the state
 
@@ -35,6 +36,11 @@ class TrustState:
     # the same review threshold for the calibrated confidence averaged over the 8 rotations/flips (TTA),
     # fitted on validation too; None in states fitted before it existed
     abstain_below_tta: float | None = None
+    # the conformal prediction-set threshold (fitted on validation, or on a lab's images by `bloodcls calibrate`);
+    # None in states fitted before it existed
+    conformal: ConformalSets | None = None
+    # where a state refitted by `bloodcls calibrate` was fitted: source, images, date, checkpoint; None after training
+    calibrated_on: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "temperature": float(self.temperature), "abstain_below": float(self.abstain_below),
@@ -42,13 +48,16 @@ class TrustState:
                 "ood_precision": self.ood_precision.detach().cpu().contiguous(),
                 "ood_threshold": float(self.ood_threshold), "id_accept": float(self.id_accept),
                 "feature_layer": str(self.feature_layer),
-                "abstain_below_tta": None if self.abstain_below_tta is None else float(self.abstain_below_tta)}
+                "abstain_below_tta": None if self.abstain_below_tta is None else float(self.abstain_below_tta),
+                "conformal": None if self.conformal is None else self.conformal.to_dict(),
+                "calibrated_on": None if self.calibrated_on is None else dict(self.calibrated_on)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrustState | None:
         if not d or d.get("version") != VERSION:
             return None
-        return cls(**{k: v for k, v in d.items() if k != "version"})
+        fields = {k: v for k, v in d.items() if k != "version"}  # new fields have defaults: old states still load
+        return cls(**{**fields, "conformal": ConformalSets.from_dict(fields.get("conformal"))})
 
     def review_threshold(self, tta: bool) -> float:
         """The review threshold fitted on the kind of confidence it is compared with (single view or TTA)."""
@@ -59,11 +68,15 @@ class TrustState:
         return self.abstain_below_tta
 
     def assess(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per image: calibrated probabilities, confidence, abstain, gate score and in-distribution flag."""
+        """Per image: calibrated probabilities, confidence, abstain, gate score and in-distribution flag, and, with
+        a conformal threshold, ``sets`` (N x C bool: the classes of each image's prediction set)."""
         from bloodcls.uncertainty.ood import mahalanobis_score
 
         proba = (logits.float() / self.temperature).softmax(dim=1)
         confidence = proba.max(dim=1).values
         score = mahalanobis_score(features, self.ood_means, self.ood_precision)
-        return {"proba": proba, "confidence": confidence, "abstain": confidence < self.abstain_below,
-                "ood_score": score, "in_distribution": score <= self.ood_threshold}
+        out = {"proba": proba, "confidence": confidence, "abstain": confidence < self.abstain_below,
+               "ood_score": score, "in_distribution": score <= self.ood_threshold}
+        if self.conformal is not None:
+            out["sets"] = self.conformal.sets(proba)
+        return out
