@@ -4,6 +4,7 @@
     bloodcls train experiment=skip recipe=strong
     bloodcls train -m model=baseline,unet,inception,skip,hybrid     # Hydra multirun
     bloodcls train resume=outputs/runs/<date>/<time>_<name>_<id>    # continue an interrupted run
+    bloodcls train data=folder data.path=~/my_lab init_from=<run>/checkpoints/best.ckpt   # fine-tune
     bloodcls train --cfg job                                        # print the composed config
     bloodcls train --help                                           # Hydra's help: the config groups
 
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from bloodcls.config import CONFIG_DIR, register_resolvers, route_library_logs
 from bloodcls.errors import report_user_errors
+from bloodcls.runs.init_from import init_from_argv
 from bloodcls.runs.resume import resume_argv
 
 register_resolvers()  # also in a launcher's worker process, which imports this module to run a job
@@ -43,10 +45,14 @@ def train(cfg: DictConfig) -> float | None:
     return results["val"]["best"].get(cfg.get("optimized_metric") or "val/f1")
 
 
+def _prepared_argv(argv: list[str]) -> list[str]:
+    return init_from_argv(resume_argv(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Hydra reads ``sys.argv``: put ``argv`` there, after replaying a ``resume=`` run's own overrides (so the
-    same run is rebuilt)."""
+    same run is rebuilt) and adding an ``init_from=`` checkpoint's model and input size."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    sys.argv = report_user_errors(resume_argv)([sys.argv[0], *argv])
+    sys.argv = report_user_errors(_prepared_argv)([sys.argv[0], *argv])
     train()
     return 0

@@ -68,11 +68,11 @@ class PreciseBatchNorm(Callback):
         self.when, self.max_batches = when, max_batches
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.when == "validation" and not trainer.sanity_checking:
+        if self.when == "validation" and not trainer.sanity_checking and not _frozen(pl_module):
             self._recompute(trainer, pl_module)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.when != "test":
+        if self.when != "test" or _frozen(pl_module):
             return
         self._recompute(trainer, pl_module)
         own = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
@@ -99,6 +99,11 @@ class PreciseBatchNorm(Callback):
                    else trainer.precision_plugin.forward_context())
         with context:
             recompute_batchnorm(pl_module.net, batches())
+
+
+def _frozen(pl_module: L.LightningModule) -> bool:
+    """model.freeze=backbone: the frozen BatchNorm layers keep the statistics the network was fine-tuned from."""
+    return getattr(pl_module, "frozen", None) == "backbone"
 
 
 def write_statistics(checkpoint: Path, module: nn.Module) -> None:

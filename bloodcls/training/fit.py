@@ -28,8 +28,8 @@ from bloodcls.runs.environment import environment
 from bloodcls.runs.resume import check_ckpt_path, keep_csv_history, start_or_resume
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
+from bloodcls.training import finetune, summaries
 from bloodcls.training import loggers as trackers
-from bloodcls.training import summaries
 from bloodcls.training.callbacks import EpochSeed, EvalResults, History, ResumeLikeUninterrupted, best_epoch
 from bloodcls.training.compute import ComputePlan, apply_threads, describe, plan_compute
 from bloodcls.training.console import OperationCountSummary, quiet_lightning
@@ -51,11 +51,12 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
     if target is None:  # ckpt_path= is read like resume= (weights-only, one paragraph for a bad file)
         check_ckpt_path(cfg.get("ckpt_path"), training=bool(cfg.get("train", True)))
+    start = finetune.read_start(cfg)  # init_from=: read safely and checked against the run's model
     resumed_from = target.checkpoint if target is not None else None
     with record_run(output_dir, cfg.get("run_name"), cfg.get("experiment_name"), resumed_from) as record:
         exit_code = 1
         try:
-            run = _build(cfg, output_dir, group, record)
+            run = _build(cfg, output_dir, group, record, start)
             epochs, fit_wall = _fit(run, resumed_from)
             best_path, test_time = _test(run)
             results = _collect(run, epochs, fit_wall, best_path, test_time)
@@ -64,8 +65,10 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
         finally:  # one W&B run per job: the next job of a multirun starts its own, after a failure too
             _close_wandb_run(exit_code)
         if run.trainer.is_global_zero:
-            log.info("test acc %.4f, macro F1 %.4f -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
-                     output_dir / RESULTS_FILE)
+            before = (results.get("init_from") or {}).get("test")
+            log.info("test acc %.4f, macro F1 %.4f%s -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
+                     f" (init_from before fine-tuning: acc {before['acc']:.4f}, macro F1 {before['f1']:.4f})"
+                     if before else "", output_dir / RESULTS_FILE)
     return results
 
 
@@ -83,6 +86,7 @@ class Run:
     loggers: list[Logger]
     trainer: L.Trainer
     resolved: dict[str, Any]  # the config as results.json and the trackers record it
+    start: finetune.Start | None = None  # init_from=: the checkpoint, class matching and starting scores
 
     @property
     def wandb(self) -> WandbLogger | None:
@@ -93,7 +97,8 @@ class Run:
         return next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunRecord) -> Run:
+def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunRecord,
+           start: finetune.Start | None = None) -> Run:
     """Compute plan, data, model, callbacks, trackers and Trainer, cheap checks first."""
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -109,6 +114,7 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
                         channels_last=compute.channels_last)
     datamodule.prepare_data()  # a missing file fails here, before anything heavy starts
     model.set_class_weights(datamodule.train_class_weights())  # the study's class-weighted loss
+    finetune.start_from(start, model, datamodule, cfg.get("init_classes"))  # init_from=: weights, starting scores
 
     history, outcome = History(), EvalResults()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed), history,
@@ -123,7 +129,7 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
     record.trainer = trainer
     keep_csv_history(loggers)
     run = Run(run_cfg, compute, datamodule, model, callbacks, history, outcome, loggers, trainer,
-              OmegaConf.to_container(run_cfg, resolve=True))
+              OmegaConf.to_container(run_cfg, resolve=True), start)
     for lg in loggers:
         lg.log_hyperparams(run.resolved)
     record.update(group=group, wandb_id=run.wandb.version if run.wandb is not None else None)
@@ -230,6 +236,7 @@ def _collect(run: Run, epochs: list[dict[str, Any]], fit_wall: float, best_path:
         "history": epochs,
         "data": datamodule.record(),  # path, md5, split sizes, class names (and a folder's split file, skips)
         "config": run.resolved,
+        "init_from": run.start.record() if run.start is not None else None,  # fine-tuning: the starting scores
     }
     results["summary"] = summarize(results)
     results["checkpoints"] = {"best": best_path, "last": ckpt.last_model_path if ckpt is not None else None}
@@ -255,6 +262,8 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
     flat.update({f"efficiency/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))})
     if results.get("trust"):
         flat.update(trust_summary(results["trust"]))
+    if (results.get("init_from") or {}).get("test"):
+        flat.update({f"init_from/test_{k}": v for k, v in results["init_from"]["test"].items() if k in ("acc", "f1")})
     if results.get("val", {}).get("best"):
         flat.update({f"best_{k}": v for k, v in results["val"]["best"].items()})
     return flat
@@ -265,25 +274,9 @@ def _publish(run: Run, results: dict[str, Any], output_dir: Path) -> None:
     if not run.trainer.is_global_zero:
         return
     if run.wandb is not None:
-        _log_summary_to_wandb(run.wandb, results, run.datamodule.class_names)
+        summaries.log_wandb_summary(run.wandb, results, run.datamodule.class_names)
     summaries.log_summary(run.loggers, results, run.datamodule.class_names)  # TensorBoard and MLflow
     write_json(output_dir / RESULTS_FILE, results)
-
-
-def _log_summary_to_wandb(logger: WandbLogger, results: dict[str, Any], class_names: list[str]) -> None:
-    import wandb
-
-    run = logger.experiment
-    run.summary.update(results["summary"])
-    confmat = results["test"].get("confusion_matrix")
-    if confmat:
-        table = wandb.Table(columns=["true", *class_names], data=[[c, *row] for c, row in zip(class_names, confmat, strict=True)])
-        y_true = [i for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
-        y_pred = [j for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
-        run.log({
-            "test/confusion_matrix_table": table,
-            "test/confusion_matrix": wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=class_names),
-        })
 
 
 def _close_wandb_run(exit_code: int) -> None:

@@ -19,6 +19,7 @@ from bloodcls.models import build_from_hparams
 from bloodcls.schema import check_value
 from bloodcls.training.callbacks import EvalResults
 from bloodcls.training.metrics import WeightedMean, classification_metrics, flatten_scores
+from bloodcls.uncertainty.ood import feature_layer
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class BloodCellClassifier(L.LightningModule):
         arch: str | None = None,
         pretrained: bool = False,
         pretrained_path: str | None = None,
+        freeze: str | None = None,
     ) -> None:
         super().__init__()
         class_names = list(class_names or CLASS_NAMES)
@@ -62,7 +64,7 @@ class BloodCellClassifier(L.LightningModule):
             {"name": name, "img_size": img_size, "num_classes": num_classes, "class_names": class_names,
              "dropout_scale": dropout_scale, "bn_momentum": bn_momentum, "bn_eps": bn_eps, "init": init,
              "label_smoothing": label_smoothing, "tta": tta, "channels_last": channels_last, "compile": compile,
-             "arch": arch, "pretrained": pretrained, "pretrained_path": pretrained_path}
+             "arch": arch, "pretrained": pretrained, "pretrained_path": pretrained_path, "freeze": freeze}
         )
         self.class_names = class_names
         self.net = build_from_hparams(self.hparams)
@@ -84,6 +86,13 @@ class BloodCellClassifier(L.LightningModule):
         self._test_preds: list[torch.Tensor] = []
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        check_value("model.freeze", freeze)
+        self.frozen = freeze  # (LightningModule.freeze is a method)
+        if freeze == "backbone":  # only the classifier (the last nn.Linear) learns
+            head = feature_layer(self.net)[1]
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+            head.requires_grad_(True)
         check_value("model.compile", compile)  # bloodcls.schema.COMPILE_MODES
         self.compile_mode = compile
         self.compiled = False
@@ -103,6 +112,15 @@ class BloodCellClassifier(L.LightningModule):
         self.net.compile(mode="reduce-overhead", dynamic=False)
         self.compiled = True
         return True
+
+    def on_train_epoch_start(self) -> None:
+        """``model.freeze=backbone``: the frozen part's BatchNorm layers stay in eval mode while the head trains,
+        so their running statistics (the checkpoint's) do not drift towards the new images. (Lightning restores
+        each layer's mode after validation, so this holds for the whole epoch.)"""
+        if self.frozen == "backbone":
+            for m in self.net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def setup(self, stage: str) -> None:
         self.compile_for(self.trainer.strategy.root_device)
@@ -227,7 +245,7 @@ class BloodCellClassifier(L.LightningModule):
         if self.optimizer_factory is None:
             raise UserError("This model has no optimizer: build it from the config (model.optimizer, conf/optimizer/, "
                             "e.g. optimizer=adam) or pass optimizer=functools.partial(torch.optim.Adam, lr=1e-4).")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -1,6 +1,6 @@
-"""The end of a run, for TensorBoard and MLflow: the test and efficiency summary and the confusion matrix.
+"""The end of a run, for W&B, TensorBoard and MLflow: the test and efficiency summary and the confusion matrix.
 
-W&B gets the same from :mod:`bloodcls.training.fit` (its run summary, table and plot). The per-epoch
+W&B gets its run summary, a table and a plot (:func:`log_wandb_summary`). The per-epoch
 metrics and the resolved config reach every logger through Lightning already; this adds what only
 exists once the best checkpoint has been tested.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from lightning.fabric.utilities.logger import _flatten_dict
-from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +94,20 @@ def log_summary(loggers: list[Logger], results: dict[str, Any], class_names: lis
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def log_wandb_summary(logger: WandbLogger, results: dict[str, Any], class_names: list[str]) -> None:
+    """W&B's run summary, and the test confusion matrix as a table and a plot."""
+    import wandb
+
+    run = logger.experiment
+    run.summary.update(results["summary"])
+    confmat = results["test"].get("confusion_matrix")
+    if confmat:
+        table = wandb.Table(columns=["true", *class_names], data=[[c, *row] for c, row in zip(class_names, confmat, strict=True)])
+        y_true = [i for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
+        y_pred = [j for i, row in enumerate(confmat) for j, n in enumerate(row) for _ in range(n)]
+        run.log({
+            "test/confusion_matrix_table": table,
+            "test/confusion_matrix": wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=class_names),
+        })
