@@ -104,6 +104,10 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"review (calibrated confidence < {review['threshold']:.3f}): {_pct(review['share'])} of the "
                      f"images ({review['fires']}); accuracy on the accepted {_pct(review['accepted_accuracy'])}")
         lines.append(f"not-a-cell gate: fires on {_pct(gate['share'])} ({gate['fires']} images)")
+        if report.get("sets"):
+            sets = report["sets"]
+            lines.append(f"prediction sets ({_pct(sets['target_coverage'])} asked): hold the true class for "
+                         f"{_pct(sets['coverage'])} of the images, {sets['mean_size']:.2f} classes on average")
     else:
         lines.append(f"note: {report['trust']['why']}")
     unknown = report["classes"]["unknown"]

@@ -26,7 +26,7 @@ from torchmetrics.functional.classification import (
 from bloodcls.data.labelled import LabelledImages
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.uncertainty.calibration import calibration_scores
-from bloodcls.uncertainty.fitting import logits_and_features
+from bloodcls.uncertainty.fitting import logits_and_features, set_report
 from bloodcls.uncertainty.state import TrustState
 
 # The refit hint predict gives too (bloodcls.inference.classify.NO_TRUST), worded for scores.
@@ -70,7 +70,7 @@ def trust_scores(logits: torch.Tensor, features: torch.Tensor, targets: torch.Te
     if trust is None:
         return ({"trust": {"available": False, "why": NO_TRUST},
                  "calibration": {"before": calibration_scores(before, targets), "after": None},
-                 "review": None, "gate": None}, {"confidence": before.max(1).values})
+                 "review": None, "gate": None, "sets": None}, {"confidence": before.max(1).values})
     judged = trust.assess(logits, features)
     correct = judged["proba"].argmax(1) == targets
     accepted, fires = ~judged["abstain"], ~judged["in_distribution"]
@@ -80,7 +80,8 @@ def trust_scores(logits: torch.Tensor, features: torch.Tensor, targets: torch.Te
              "review": {"threshold": trust.abstain_below, "fires": int(judged["abstain"].sum()),
                         "share": float(judged["abstain"].double().mean()),
                         "accepted_accuracy": float(correct[accepted].double().mean()) if accepted.any() else None},
-             "gate": {"threshold": trust.ood_threshold, "fires": int(fires.sum()), "share": float(fires.double().mean())}},
+             "gate": {"threshold": trust.ood_threshold, "fires": int(fires.sum()), "share": float(fires.double().mean())},
+             "sets": set_report(trust.conformal, judged["proba"], targets)},
             judged)
 
 
