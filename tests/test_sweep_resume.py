@@ -170,3 +170,14 @@ def test_progress_line_holds_what_a_background_reader_needs():
                           "patience_left": 5})
     assert line == ("epoch 3/40 | train loss 0.5123 acc 81.20 % | val loss 0.4300 acc 85.10 % | lr 1.00e-04 | "
                     "312 s/epoch | at most 3h12m left (best epoch 3, patience 5 left)")  # epochs counted from 1
+
+
+def test_patience_left_counts_the_epoch_just_ended():
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from bloodcls.training.progress import patience_left
+
+    stopper = EarlyStopping(monitor="val/loss", patience=3)
+    losses = [1.0, 0.8, 0.9, 0.85, 0.95]  # best at the second epoch, then three without improvement
+    epochs = [{"epoch": i, "val/loss": v} for i, v in enumerate(losses)]
+    assert [patience_left(stopper, epochs[:k]) for k in range(1, 6)] == [3, 3, 2, 1, 0]

@@ -58,6 +58,23 @@ def _counted(epoch: int | None) -> str:
     return "–" if epoch is None else str(epoch + 1)
 
 
+def patience_left(stopper: EarlyStopping, epochs: list[dict[str, Any]]) -> int:
+    """Epochs early stopping still waits, counted from the recorded epochs as the stopper counts them. Not its
+    ``wait_count``: Lightning runs the stopper in ``on_train_epoch_end`` too, after this callback, so that count
+    is one epoch behind (an epoch-36 line said "patience 1 left" and the run stopped there)."""
+    sign = 1.0 if stopper.mode == "min" else -1.0
+    best, wait = None, 0
+    for record in epochs:
+        if stopper.monitor not in record:
+            continue
+        value = sign * float(record[stopper.monitor])
+        if best is None or value < best - abs(stopper.min_delta):
+            best, wait = value, 0
+        else:
+            wait += 1
+    return max(0, stopper.patience - wait)
+
+
 class EpochProgress(Callback):
     """Logs :func:`progress_line` after every training epoch (validation included) and records it in the run's
     ``status.json`` under ``progress``; ``phase`` says ``training``, then ``testing`` once the test starts."""
@@ -93,7 +110,7 @@ class EpochProgress(Callback):
             "val_loss": last.get("val/loss"), "val_acc": last.get("val/acc"), "lr": last.get("lr"),
             "epoch_s": epoch_s, "eta_s": epoch_s * max(0, max_epochs - done),
             "best_epoch": min(scored)[1] if scored else None,
-            "patience_left": max(0, stopper.patience - stopper.wait_count) if stopper is not None else None,
+            "patience_left": patience_left(stopper, epochs) if stopper is not None else None,
         }
 
     @staticmethod
