@@ -65,18 +65,21 @@ def main() -> None:
         name = run.name
         r = {"as_is": evaluate(ckpt, csvs["heldout"], classes, args.out / name / "as_is")}
         new = args.out / name / "calibrated.ckpt"
-        subprocess.run([*BLOODCLS, "calibrate", str(ckpt), str(csvs["calibrate"]), "--classes", str(classes),
-                        "--out", str(new)], cwd=REPO, check=True, capture_output=True, text=True)
-        r["calibrated"] = evaluate(new, csvs["heldout"], classes, args.out / name / "calibrated")
-        if args.finetune:
-            tuned = args.out / name / "finetune"
+        tuned = args.out / name / "finetune"
+        if args.finetune and not (tuned / "results.json").is_file():
             subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
                             f"init_from={ckpt}", f"init_classes={classes}", "logger=csv", "threads=1",
                             "trainer.enable_progress_bar=false", f"hydra.run.dir={tuned}"], cwd=REPO, check=True,
                            capture_output=True, text=True)
-            r["finetune"] = json.loads((tuned / "results.json").read_text()).get("test", {})
+        if (tuned / "results.json").is_file():
+            done = json.loads((tuned / "results.json").read_text())
+            r["finetune"] = {"test": done.get("test", {}).get("scores", {}), "init_from": done.get("init_from")}
+        r["calibrate"] = json.loads(subprocess.run(
+            [*BLOODCLS, "calibrate", str(ckpt), str(csvs["calibrate"]), "--classes", str(classes), "--out", str(new),
+             "--json"], cwd=REPO, check=True, capture_output=True, text=True).stdout)
+        r["calibrated"] = evaluate(new, csvs["heldout"], classes, args.out / name / "calibrated")
         summary[name] = {k: {kk: v[kk] for kk in ("accuracy", "macro_f1", "calibration", "gate", "review", "sets", "n")
-                             if kk in v} if k != "finetune" else v for k, v in r.items()}
+                             if kk in v} if k in ("as_is", "calibrated") else v for k, v in r.items()}
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         print(name, "done", flush=True)
 

@@ -26,6 +26,7 @@ def test_calibrate_writes_a_checkpoint_with_the_lab_s_state(trained_checkpoint, 
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 32 and report["before"]["temperature"] == load_trained(trained_checkpoint).trust.temperature
     after = report["after"]
+    assert 0 <= after["far_ood_turned_away"] <= 1 and 0 <= report["before"]["far_ood_turned_away"] <= 1
     assert after["sets"]["target_coverage"] == 0.8 and after["sets"]["coverage"] >= 0.8  # on its own images
     old, new = load_trained(trained_checkpoint), load_trained(out)  # weights-only, as predict loads it
     assert new.trust.conformal.coverage == 0.8 and new.trust.conformal.n_calibration == 32

@@ -37,7 +37,8 @@ def _line(name: str, s: dict) -> str:
     told = (f", sets hold the true class for {100 * sets['coverage']:.1f} % ({sets['mean_size']:.2f} classes on "
             "average)") if sets else ", no prediction sets"
     return (f"{name}: temperature {s['temperature']:.3f}, ECE {100 * s['calibration']['ece']:.2f} %, review fires on "
-            f"{100 * s['review_fires']:.1f} %, gate fires on {100 * s['gate_fires']:.1f} %{told}")
+            f"{100 * s['review_fires']:.1f} %, gate fires on {100 * s['gate_fires']:.1f} % (turns away "
+            f"{100 * s['far_ood_turned_away']:.1f} % of non-cell images){told}")
 
 
 @report_user_errors
