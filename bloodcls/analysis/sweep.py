@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.analysis.processes import run_groups, run_process_group
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
+from bloodcls.analysis.report_wandb import log_report_to_wandb
 from bloodcls.analysis.sweep_jobs import CONTINUE, DONE, inventory, write_job_status
 from bloodcls.analysis.sweep_resume import (
     check_resume_arguments,
@@ -32,7 +33,7 @@ from bloodcls.analysis.sweep_resume import (
     plan_resume,
     record_resume,
 )
-from bloodcls.analysis.trackers import link_workspace, tracker_hints
+from bloodcls.analysis.trackers import tracker_hints
 from bloodcls.common.files import REPO
 from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
@@ -219,35 +220,6 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
         if which is True or (isinstance(which, list) and experiment in which):
             print(f"[sweep] shift suite: {job.name}", flush=True)
             robustness.score_targets([job], robustness.suite_options(reuse=True))
-
-
-def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
-    """The report's tables (and figures) in a W&B summary run of the sweep's group."""
-    from bloodcls.training.loggers import logger_names, resolve_wandb_mode
-
-    logger = override_value(overrides, "logger")
-    if logger is not None and "wandb" not in logger_names(logger):
-        return None
-    import wandb
-
-
-    mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
-    run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
-                     job_type="report", name=f"{rep.sweep_dir.name}-report", dir=str(rep.sweep_dir), mode=mode,
-                     config={"plan": rep.plan})
-    for name, rows in rep.tables.items():
-        if rows:
-            cols = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
-            run.log({f"report/{name}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
-    for title, file in figures.items():
-        run.log({f"report/figures/{title}": wandb.Image(str(fig_dir / file))})
-    run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
-                        rep.significance.items() if isinstance(v, (int, float, str, bool))}})
-    if mode == "online":
-        link_workspace(run, rep.sweep_dir.name)  # the comparison workspace, linked from this run
-    run_id = run.id
-    wandb.finish()
-    return run_id
 
 
 def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:
