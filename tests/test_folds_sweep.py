@@ -108,3 +108,38 @@ def test_the_fold_is_part_of_a_jobs_identity(tmp_path):
     # without folds= a data.fold= training override is no fold of the sweep: the job is still found
     (job,) = inventory(tmp_path, {"experiments": ["skip"], "seeds": [0]})
     assert job.key == ("skip", 0, None) and job.state == DONE
+
+
+def _fold_run(folder: Path, exp: str, fold: int, preds: list[int], labels: list[int]) -> None:
+    """A hand-made completed run of fold ``fold`` (results.json only, as FinishedRun reads it)."""
+    folder.mkdir(parents=True)
+    acc = sum(p == y for p, y in zip(preds, labels, strict=True)) / len(labels)
+    cm = [[sum(p == j and y == i for p, y in zip(preds, labels, strict=True)) for j in range(4)] for i in range(4)]
+    (folder / "results.json").write_text(json.dumps({
+        "status": "completed", "experiment": exp, "seed": 0,
+        "config": {"seed": 0, "data": {"folds": 2, "fold": fold}},
+        "test": {"acc": acc, "predictions": preds, "labels": labels, "scores": {}, "confusion_matrix": cm},
+        "efficiency": {"params_trainable": 36828, "memory_mib": 0.14, "macs": 61.2e6, "epochs_run": 1,
+                       "train_time_s": 10.0, "test_time_s": 1.0},
+        "history": [{"epoch": 0, "train/loss": 1.0, "val/loss": 1.2, "train/acc": 0.5, "val/acc": 0.4}],
+        "data": {"class_names": ["a", "b", "c", "d"]}, "environment": {}}))
+
+
+def test_a_folds_report_pairs_runs_by_fold_and_lists_a_missing_fold(tmp_path, capsys):
+    labels = [i % 4 for i in range(20)]
+    wrong = lambda n: [(y + 1) % 4 if i < n else y for i, y in enumerate(labels)]  # noqa: E731
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "sweep.json").write_text(json.dumps({"experiments": ["skip", "unet"], "seeds": [0], "folds": 2}))
+    _fold_run(tmp_path / "runs" / "0_skip_f0_s0", "skip", 0, wrong(0), labels)  # 100 %
+    _fold_run(tmp_path / "runs" / "1_skip_f1_s0", "skip", 1, wrong(2), labels)  # 90 %
+    _fold_run(tmp_path / "runs" / "2_unet_f0_s0", "unet", 0, wrong(4), labels)  # 80 %
+    assert sweep_main(["report_only=true", f"dir={tmp_path}", "wandb_report=false"]) == 1  # unet fold 1 is missing
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["missing"] == [{"experiment": "unet", "seed": 0, "fold": 1, "status": "not started"}]
+    skip = report["tables"]["performance"][0]
+    assert skip["acc_mean"] == pytest.approx(95.0) and skip["acc_std"] == pytest.approx(statistics.stdev([100, 90]))
+    sig = report["significance"]
+    assert sig["seeds"] == ["0/f0"] and sig["mcnemar"]["a_only"] == 4  # skip's fold 0 against unet's fold 0 only
+    text = (tmp_path / "report.md").read_text()
+    assert "over seed/fold pairs ['0/f0']" in text and "| – | unet | 0 fold 1 | not started |" in text
+    assert "mean ± std over folds" in text and "95.00 ± 7.07" in text
