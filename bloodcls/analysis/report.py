@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bloodcls.analysis.sweep_jobs import planned_jobs
 from bloodcls.common.rundir import job_folders, read_json
 from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
@@ -74,11 +75,10 @@ def build_report(sweep_dir: str | Path) -> Report:
                             if r.ok and r.results.data.get("class_names")), rep.class_names)
 
     # Jobs of the plan that left no folder at all (the sweep stopped before them).
-    found = {(r.experiment, r.seed) for r in runs}
-    for exp in planned:
-        for seed in plan.get("seeds") or []:
-            if (exp, seed) not in found:
-                rep.missing.append({"experiment": exp, "seed": seed, "status": "not started"})
+    found = {(r.experiment, r.seed, r.fold if plan.get("folds") else None) for r in runs}
+    for exp, seed, fold in planned_jobs(plan):
+        if (exp, seed, fold) not in found:
+            rep.missing.append({"experiment": exp, "seed": seed, "fold": fold, "status": "not started"})
 
     done = {exp: [r for r in runs if r.experiment == exp and r.ok] for exp in experiments}
     rep.tables = {"performance": [performance_row(exp, done[exp]) for exp in experiments],
@@ -161,13 +161,13 @@ def trust_row(exp: str, done: list[FinishedRun]) -> dict[str, Any] | None:
 
 def compare_best(rep: Report) -> dict[str, Any]:
     """Best experiment by mean test accuracy vs. the runner-up: exact McNemar on test predictions
-    pooled over the seeds both ran (paired image by image), and a paired t-test over seeds."""
+    pooled over the seeds (and folds) both ran (paired image by image), and a paired t-test over them."""
     ranked = sorted((r for r in rep.tables["performance"] if r["acc_mean"] is not None),
                     key=lambda r: r["acc_mean"], reverse=True)
     if len(ranked) < 2:
         return {"best": ranked[0]["experiment"] if ranked else None}
     best, second = ranked[0]["experiment"], ranked[1]["experiment"]
-    by_seed = lambda exp: {r.seed: r for r in rep.runs if r.experiment == exp and r.ok}  # noqa: E731
+    by_seed = lambda exp: {r.seed if r.fold is None else f"{r.seed}/f{r.fold}": r for r in rep.runs if r.experiment == exp and r.ok}  # noqa: E731
     a_runs, b_runs = by_seed(best), by_seed(second)
     seeds = sorted(set(a_runs) & set(b_runs), key=str)
     correct_a, correct_b, acc_a, acc_b = [], [], [], []

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bloodcls.analysis.report import Report
+from bloodcls.analysis.sweep_folds import job_label
 from bloodcls.common.markdown import md_table, number
 from bloodcls.common.stats import plus_minus
 from bloodcls.data import CLASS_NAMES
@@ -21,15 +22,22 @@ def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
     return "\n".join(line for section in sections for line in section)
 
 
+def counted(rep: Report) -> str:
+    """What a table's mean ± std is over: seeds, or in a folds= sweep its folds (one seed) or runs (folds x seeds)."""
+    if not rep.plan.get("folds"):
+        return "seeds"
+    return "folds" if len(rep.plan.get("seeds") or []) <= 1 else "runs"
+
+
 def header(rep: Report) -> list[str]:
     """Title, how many jobs finished, and where, when and on what the runs ran."""
     ok = sum(r.ok for r in rep.runs)
-    seeds = rep.plan.get("seeds")
+    seeds, folds = rep.plan.get("seeds"), rep.plan.get("folds")
     prov = rep.provenance
     lines = [f"# Sweep report: {rep.sweep_dir.name}", "",
              f"{ok} of {len(rep.runs) + len(rep.missing)} jobs finished"
-             + (f" (experiments × seeds {seeds})" if seeds else "") + ". Ours: mean ± std over seeds "
-             "(sample std); study: its single Keras run on an L4.", "",
+             + (f" (experiments × seeds {seeds}{f' × {folds} folds' if folds else ''})" if seeds else "")
+             + f". Ours: mean ± std over {counted(rep)} (sample std); study: its single Keras run on an L4.", "",
              "**Ran on** " + (", ".join(prov["devices"]) or "–") + "; commit " + (", ".join(prov["commits"]) or "–")
              + "; " + (" to ".join(prov["dates"]) if prov["dates"] else "–") + "; torch " + ", ".join(prov["torch"]), ""]
     if prov.get("recipes"):
@@ -58,7 +66,7 @@ def performance(rep: Report) -> list[str]:
                      number(r["study_acc"]), number(r["epochs_mean"], 1), number(r["study_epochs"], 0), train,
                      number(r["study_train_s"]), number(r["test_s_mean"]), number(r["study_test_s"]),
                      number(r.get("trust_s_mean"))])
-    table = md_table(["experiment", "seeds", "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
+    table = md_table(["experiment", counted(rep), "params (M)", "study", "memory (MiB)", "study", "MACs (M)",
                       "test acc (%)", *(["test acc, TTA x8 (%)"] if with_tta else []), "study", "epochs", "study",
                       "train time (s)", "study", "test time (s)", "study", "trust fit (s)"], rows)
     return ["## Performance and complexity", "", *table, "", f"Note: {study.PERFORMANCE_NOTE} Times are wall-clock "
@@ -85,7 +93,7 @@ def per_class(rep: Report) -> list[str]:
         for c in names] for r in table]
     if names == list(CLASS_NAMES):  # BloodMNIST: the study's own figures beside ours
         rows.append(["study's best"] + [study.BEST_PER_CLASS_F1[c] for c in names])
-    return ["## Per-class F1 (mean over seeds; best per class in bold)", "",
+    return [f"## Per-class F1 (mean over {counted(rep)}; best per class in bold)", "",
             *md_table(["experiment", *names], rows), ""]
 
 
@@ -96,7 +104,7 @@ def robustness(rep: Report) -> list[str]:
              plus_minus(r["shifted_acc_mean"], r["shifted_acc_std"]), number(r["drop_mean"])]
             for r in rep.tables["robustness"]]
     return ["## Robustness to lab variability (shift suite)", "",
-            *md_table(["experiment", "seeds", "clean acc (%)", "mean acc under shifts (%)", "drop (points)"], rows), ""]
+            *md_table(["experiment", counted(rep), "clean acc (%)", "mean acc under shifts (%)", "drop (points)"], rows), ""]
 
 
 def trust(rep: Report) -> list[str]:
@@ -108,10 +116,10 @@ def trust(rep: Report) -> list[str]:
 
     rows = [[r["experiment"], str(r["seeds"]), pm(r, "ece_before"), pm(r, "ece_after"), pm(r, "aurc"),
              pm(r, "acc_at_90"), pm(r, "far_ood_auroc"), pm(r, "gate_fires_on_test")] for r in rep.tables["trust"]]
-    return ["## Trust in a prediction (test split; mean ± std over seeds)", "",
+    return [f"## Trust in a prediction (test split; mean ± std over {counted(rep)})", "",
             "Temperature scaling and the review threshold are fitted on validation, the gate on training "
             "features (docs/guide/trust.md).", "",
-            *md_table(["experiment", "seeds", "ECE before (%)", "ECE after (%)", "AURC (%)",
+            *md_table(["experiment", counted(rep), "ECE before (%)", "ECE after (%)", "AURC (%)",
                        "acc at 90 % coverage (%)", "far-OOD AUROC (%)", "gate fires on test (%)"], rows), ""]
 
 
@@ -122,7 +130,8 @@ def best_experiment(rep: Report) -> list[str]:
     if sig.get("runner_up"):
         mc = sig.get("mcnemar")
         lines.append(f"**{sig['best']}** ({sig['acc_best']:.2f} %) vs. runner-up **{sig['runner_up']}** "
-                     f"({sig['acc_runner_up']:.2f} %), over seeds {sig['seeds']}.")
+                     f"({sig['acc_runner_up']:.2f} %), over {'seed/fold pairs' if rep.plan.get('folds') else 'seeds'} "
+                     f"{sig['seeds']}.")
         if mc:
             lines.append(f"- Exact McNemar test on the test predictions pooled over those seeds (paired image by "
                          f"image, {mc['n_pairs']} pairs): {mc['a_only']} images only {sig['best']} got right, "
@@ -144,7 +153,8 @@ def unfinished(rep: Report) -> list[str]:
         return []
     rows = [[r.folder.name, str(r.experiment), str(r.seed), r.outcome, (r.error or "").replace("|", "/")[:300]]
             for r in failed]
-    rows += [["–", m["experiment"], str(m["seed"]), m["status"], ""] for m in rep.missing]
+    rows += [["–", m["experiment"], job_label(m["seed"], m.get("fold")).removeprefix("seed "), m["status"], ""]
+             for m in rep.missing]  # "2", or "2 fold 1" in a folds= sweep
     return ["## Jobs that did not finish", "", *md_table(["job", "experiment", "seed", "status", "error"], rows), ""]
 
 

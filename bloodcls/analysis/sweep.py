@@ -1,4 +1,4 @@
-"""`sweep.py`: the study's experiments over several seeds as one Hydra multirun of `train.py`, then a report.
+"""`sweep.py`: the study's experiments over several seeds (and folds) as one Hydra multirun of `train.py`, then a report.
 
 The multirun runs in a child process, so a crashing or killed job (or Ctrl-C) never takes the report
 down with it: whatever finished is reported and what did not is listed with its error.
@@ -23,6 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.analysis.processes import run_groups, run_process_group
 from bloodcls.analysis.report import PLAN_FILE, build_report
 from bloodcls.analysis.report_markdown import markdown, write_tables
+from bloodcls.analysis.report_wandb import log_report_to_wandb
+from bloodcls.analysis.sweep_folds import (
+    all_folds,
+    check_folder_data,
+    check_folds,
+    fold_list,
+    fold_overrides,
+    job_label,
+)
 from bloodcls.analysis.sweep_jobs import CONTINUE, DONE, inventory, write_job_status
 from bloodcls.analysis.sweep_resume import (
     check_resume_arguments,
@@ -32,7 +41,7 @@ from bloodcls.analysis.sweep_resume import (
     plan_resume,
     record_resume,
 )
-from bloodcls.analysis.trackers import link_workspace, tracker_hints
+from bloodcls.analysis.trackers import tracker_hints
 from bloodcls.common.files import REPO
 from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
@@ -41,7 +50,8 @@ from bloodcls.training.compute import usable_cpus
 
 log = logging.getLogger(__name__)
 
-SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs", "resume")
+SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs", "resume",
+              "folds")
 # jobs=auto with trainer=gpu: this many training processes share the one GPU at most (each holds its data
 # on the device, ~1 GB at 128 px); the study's models are too small to fill an H100/H200 alone.
 GPU_JOBS = 8
@@ -81,10 +91,15 @@ def sweep_folder(settings: DictConfig, overrides: list[str]) -> Path:
     return log_dir / "sweeps" / name
 
 
+def job_count(settings: DictConfig) -> int:
+    """Jobs of the sweep: experiments x seeds x folds."""
+    return len(settings.experiments) * len(settings.seeds) * len(fold_list(settings.get("folds")))
+
+
 def concurrent_jobs(settings: DictConfig, overrides: list[str]) -> int:
     """How many jobs run side by side: ``jobs=N``, or with ``jobs=auto`` all of them (up to GPU_JOBS) on
     ``trainer=gpu`` and one single-thread job per usable CPU (up to CPU_JOBS) on a CPU."""
-    total = len(settings.experiments) * len(settings.seeds)
+    total = job_count(settings)
     jobs = settings.get("jobs", "auto")
     if jobs in (None, "auto"):
         if override_value(overrides, "trainer") == "gpu":
@@ -120,20 +135,28 @@ def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
     from bloodcls.schema import check_config
 
     job_overrides = [o for o in overrides if not override_key(o).startswith("hydra")]
+    folds = check_folds(settings.get("folds"), job_overrides)
     for exp in settings.experiments:
-        try:
-            cfg = compose_config([f"experiment={exp}", f"seed={settings.seeds[0]}", *job_overrides])
-        except Exception as err:  # noqa: BLE001 - Hydra's own override and composition errors
-            raise UserError(f"The overrides do not compose with experiment={exp}: {str(err).splitlines()[0]}") from None
+        cfg = _compose_job(exp, [f"seed={settings.seeds[0]}", *job_overrides])
+        if folds:  # on the data config without folds first: data.folds= does not compose on BloodMNIST's
+            check_folder_data(folds, cfg)
+            cfg = _compose_job(exp, [f"seed={settings.seeds[0]}", *job_overrides, *fold_overrides(folds, 0)])
         check_config(cfg)
+
+
+def _compose_job(exp: str, overrides: list[str]) -> DictConfig:
+    try:
+        return compose_config([f"experiment={exp}", *overrides])
+    except Exception as err:  # noqa: BLE001 - Hydra's own override and composition errors
+        raise UserError(f"The overrides do not compose with experiment={exp}: {str(err).splitlines()[0]}") from None
 
 
 def train_command(settings: DictConfig, overrides: list[str], sweep_dir: Path) -> list[str]:
     exps, seeds = list(settings.experiments), list(settings.seeds)
-    total = len(exps) * len(seeds)
+    total = job_count(settings)
     return [
         sys.executable, str(REPO / "train.py"), "-m",
-        f"experiment={','.join(exps)}", f"seed={','.join(str(s) for s in seeds)}",
+        f"experiment={','.join(exps)}", f"seed={','.join(str(s) for s in seeds)}", *all_folds(settings.get("folds")),
         f"hydra.sweep.dir={sweep_dir / 'runs'}",
         f"group={sweep_dir.name}",
         "+hydra.callbacks.progress._target_=bloodcls.analysis.progress.SweepProgress",
@@ -151,18 +174,19 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path) ->
                         "(conf/experiment/). Example: `python sweep.py experiments=[baseline_64,skip] seeds=[0,1]`.")
     if not settings.seeds or not settings.experiments:
         raise UserError("Nothing to run: experiments=[...] and seeds=[...] must both be non-empty.")
-    jobs = concurrent_jobs(settings, overrides)
     check_job_configs(settings, overrides)
+    jobs = concurrent_jobs(settings, overrides)
     if (sweep_dir / "runs").exists():
         raise UserError(f"{sweep_dir} already holds a sweep; pick another name= (runs are never overwritten), "
                         f"or rebuild its report with `python sweep.py report_only=true dir={sweep_dir}`.")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     cmd = train_command(settings, overrides, sweep_dir)
-    plan = {"experiments": list(settings.experiments), "seeds": list(settings.seeds), "overrides": overrides,
+    plan = {"experiments": list(settings.experiments), "seeds": list(settings.seeds), "folds": settings.get("folds"),
+            "overrides": overrides,
             "command": shlex.join(cmd), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=2))
-    total = len(plan["experiments"]) * len(plan["seeds"])
-    print(f"[sweep] {total} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}"
+    folds = f" x {plan['folds']} folds" if plan["folds"] else ""
+    print(f"[sweep] {job_count(settings)} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}{folds}"
           f"{f', {jobs} at a time' if jobs > 1 else ''}) -> {sweep_dir}", flush=True)
     t0 = time.perf_counter()
     returncode = run_process_group(cmd, tick=lambda: write_job_status(sweep_dir, plan))
@@ -183,7 +207,8 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     if unknown:
         raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} (conf/experiment/).")
     job_overrides = list(plan.get("overrides") or [])
-    whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"]})
+    whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"],
+                                       "folds": plan.get("folds")})
     check_job_configs(whole, job_overrides)
     planned = inventory(sweep_dir, plan)
     jobs = max(1, min(concurrent_jobs(whole, job_overrides), sum(j.state != DONE for j in planned)))
@@ -197,7 +222,7 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     def on_start(i: int) -> None:
         job = todo[i][0]
         how = "continuing from its last checkpoint" if job.state == CONTINUE else "starting"
-        print(f"[sweep] job {i + 1}/{len(todo)} ({job.experiment} seed {job.seed}) {how}", flush=True)
+        print(f"[sweep] job {i + 1}/{len(todo)} ({job.experiment} {job_label(job.seed, job.fold)}) {how}", flush=True)
 
     t0 = time.perf_counter()
     codes = run_groups([cmd for _, cmd in todo], jobs, tick=lambda: write_job_status(sweep_dir, plan), on_start=on_start)
@@ -219,35 +244,6 @@ def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:
         if which is True or (isinstance(which, list) and experiment in which):
             print(f"[sweep] shift suite: {job.name}", flush=True)
             robustness.score_targets([job], robustness.suite_options(reuse=True))
-
-
-def log_report_to_wandb(rep, figures: dict[str, str], fig_dir: Path, overrides: list[str]) -> str | None:
-    """The report's tables (and figures) in a W&B summary run of the sweep's group."""
-    from bloodcls.training.loggers import logger_names, resolve_wandb_mode
-
-    logger = override_value(overrides, "logger")
-    if logger is not None and "wandb" not in logger_names(logger):
-        return None
-    import wandb
-
-
-    mode = resolve_wandb_mode(override_value(overrides, "logger.wandb.mode") or "auto")
-    run = wandb.init(project=override_value(overrides, "logger.wandb.project") or "bloodcls", group=rep.sweep_dir.name,
-                     job_type="report", name=f"{rep.sweep_dir.name}-report", dir=str(rep.sweep_dir), mode=mode,
-                     config={"plan": rep.plan})
-    for name, rows in rep.tables.items():
-        if rows:
-            cols = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
-            run.log({f"report/{name}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
-    for title, file in figures.items():
-        run.log({f"report/figures/{title}": wandb.Image(str(fig_dir / file))})
-    run.summary.update({"best": rep.significance.get("best"), **{f"significance/{k}": v for k, v in
-                        rep.significance.items() if isinstance(v, (int, float, str, bool))}})
-    if mode == "online":
-        link_workspace(run, rep.sweep_dir.name)  # the comparison workspace, linked from this run
-    run_id = run.id
-    wandb.finish()
-    return run_id
 
 
 def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Path:

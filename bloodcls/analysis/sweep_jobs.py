@@ -1,4 +1,4 @@
-"""The jobs of a sweep as they stand on disk: what each planned (experiment, seed) left, and its status line.
+"""The jobs of a sweep as they stand on disk: what each planned (experiment, seed[, fold]) left, and its status line.
 
 A sweep is resumable because everything needed lives in its folder: the plan (``sweep.json``) names the
 jobs, and each job's run folder says how far it got (``status.json``, ``checkpoints/last.ckpt``,
@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from bloodcls.analysis.sweep_folds import fold_list, job_label, override_fold
 from bloodcls.common.files import atomic_write
 from bloodcls.common.rundir import CHECKPOINT_DIR, HYDRA_SUBDIR, LAST_CKPT, RESULTS_FILE, job_folders
 from bloodcls.runs.status import COMPLETED, RUNNING, read_status, still_running
@@ -35,22 +36,26 @@ DONE, CONTINUE, START, LIVE = "completed", "continue", "start", "running"
 class Job:
     experiment: str
     seed: int
+    fold: int | None = None  # the data.fold of a folds= sweep
     folder: Path | None = None  # its run folder, None when the job never started
     state: str = START
     status: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.experiment, self.seed
+    def key(self) -> tuple[str, int, int | None]:
+        return self.experiment, self.seed, self.fold
 
 
-def planned_jobs(plan: dict[str, Any]) -> list[tuple[str, int]]:
-    """(experiment, seed) in the order Hydra's multirun launches them: experiment-major, seed-minor."""
-    return [(e, int(s)) for e in plan.get("experiments") or [] for s in plan.get("seeds") or []]
+def planned_jobs(plan: dict[str, Any]) -> list[tuple[str, int, int | None]]:
+    """(experiment, seed, fold) in the order Hydra's multirun launches them: experiment-major, then seed, then
+    fold (None without ``folds``)."""
+    return [(e, int(s), f) for e in plan.get("experiments") or [] for s in plan.get("seeds") or []
+            for f in fold_list(plan.get("folds"))]
 
 
-def job_identity(folder: Path) -> tuple[str, int] | None:
-    """(experiment, seed) of a job folder, from the overrides Hydra saved for it (``experiment=``, ``seed=``)."""
+def job_identity(folder: Path) -> tuple[str, int, int | None] | None:
+    """(experiment, seed, fold) of a job folder, from the overrides Hydra saved for it (``experiment=``, ``seed=``,
+    ``data.fold=``; fold None without one)."""
     path = folder / HYDRA_SUBDIR / "overrides.yaml"
     try:
         overrides = yaml.safe_load(path.read_text()) or []
@@ -63,7 +68,7 @@ def job_identity(folder: Path) -> tuple[str, int] | None:
     if "experiment" not in found:
         return None
     try:
-        return found["experiment"], int(found.get("seed", 0))
+        return found["experiment"], int(found.get("seed", 0)), override_fold(found)
     except ValueError:
         return None
 
@@ -82,12 +87,12 @@ def job_state(folder: Path) -> tuple[str, dict[str, Any]]:
 
 
 def inventory(sweep_dir: Path, plan: dict[str, Any]) -> list[Job]:
-    """One Job per planned (experiment, seed), in launch order, matched to the run folders by identity."""
-    folders: dict[tuple[str, int], Path] = {}
+    """One Job per planned (experiment, seed, fold), in launch order, matched to the run folders by identity."""
+    folders: dict[tuple[str, int, int | None], Path] = {}
     for folder in job_folders(sweep_dir / RUNS_DIR):
         ident = job_identity(folder)
-        if ident is not None:
-            folders.setdefault(ident, folder)
+        if ident is not None:  # a data.fold= override of a sweep without folds= is not a fold of it
+            folders.setdefault(ident if plan.get("folds") else (*ident[:2], None), folder)
     jobs = []
     for key in planned_jobs(plan):
         folder = folders.get(key)
@@ -117,7 +122,7 @@ def status_line(job: Job, now: float | None = None) -> str:
     """``<folder>  <state>  epoch 12/40  314 s/epoch  at most 1h20m left`` for one job of :func:`inventory`."""
     now = time.time() if now is None else now
     if job.folder is None:
-        return f"{f'–  {job.experiment} seed {job.seed}':32} pending"
+        return f"{f'–  {job.experiment} {job_label(job.seed, job.fold)}':32} pending"
     state = {DONE: COMPLETED, LIVE: RUNNING}.get(job.state) or job.status.get("status", "starting")
     if state == RUNNING and job.state != LIVE:
         state = "killed"  # SIGKILL or a lost machine: "running" with a dead process

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bloodcls.analysis.report import PLAN_FILE
+from bloodcls.analysis.sweep_folds import fold_overrides
 from bloodcls.analysis.sweep_jobs import (
     CONTINUE,
     DONE,
@@ -33,7 +34,7 @@ from bloodcls.config import compose_config, override_key
 from bloodcls.errors import UserError
 
 # Sweep settings a resume may change: the plan grows by experiments/seeds; jobs/wandb_report/robustness are how
-# it runs and reports. Anything else (training overrides, name=, dir=) would make the jobs of one sweep differ.
+# it runs and reports. Anything else (training overrides, folds=, name=, dir=) would make the jobs of one sweep differ.
 RESUME_KEYS = ("resume", "experiments", "seeds", "jobs", "wandb_report", "robustness")
 
 
@@ -67,9 +68,9 @@ def extend_plan(plan: dict[str, Any], settings: DictConfig, given: list[str]) ->
     return out
 
 
-def _run_name(exp: str, seed: int, overrides: list[str]) -> str:
+def _run_name(job: Job, overrides: list[str]) -> str:
     job_overrides = [o for o in overrides if not override_key(o).startswith("hydra")]
-    return str(compose_config([f"experiment={exp}", f"seed={seed}", *job_overrides]).run_name)
+    return str(compose_config([f"experiment={job.experiment}", f"seed={job.seed}", *job_overrides]).run_name)
 
 
 def job_command(job: Job, sweep_dir: Path, plan: dict[str, Any], threads: list[str], number: int) -> list[str]:
@@ -79,7 +80,8 @@ def job_command(job: Job, sweep_dir: Path, plan: dict[str, Any], threads: list[s
     if job.state == CONTINUE:
         return [*train, f"resume={job.folder}", *threads]
     overrides = [o for o in plan.get("overrides") or [] if not override_key(o).startswith("hydra.sweep")]
-    name = job.folder.name if job.folder is not None else f"{number}_{_run_name(job.experiment, job.seed, overrides)}"
+    overrides += fold_overrides(plan.get("folds"), job.fold)
+    name = job.folder.name if job.folder is not None else f"{number}_{_run_name(job, overrides)}"
     return [*train, f"experiment={job.experiment}", f"seed={job.seed}", f"group={sweep_dir.name}", *threads,
             *overrides, f"hydra.run.dir={sweep_dir / RUNS_DIR / name}"]
 
@@ -117,7 +119,8 @@ def record_resume(sweep_dir: Path, plan: dict[str, Any], todo: list[tuple[Job, l
     """Append this resume to the plan's ``resumes`` (first call) or complete its entry (later calls)."""
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "continued": [j.folder.name for j, _ in todo if j.state == CONTINUE],
-             "started": [f"{j.experiment}_s{j.seed}" for j, _ in todo if j.state == START]}
+             "started": [f"{j.experiment}{'' if j.fold is None else f'_f{j.fold}'}_s{j.seed}"
+                         for j, _ in todo if j.state == START]}
     resumes = list(plan.get("resumes") or [])
     if fields and resumes:
         resumes[-1] = {**resumes[-1], **fields}

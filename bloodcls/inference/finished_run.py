@@ -100,6 +100,12 @@ class FinishedRun:
         return self.results.seed if self.results is not None and self.results.seed is not None else self.config.get("seed")
 
     @property
+    def fold(self) -> int | None:
+        """The validation fold of a k-fold run (``data.folds``/``data.fold``), None for a run without folds."""
+        data = self.config.get("data") or {}
+        return data.get("fold") if data.get("folds") else None
+
+    @property
     def outcome(self) -> str:
         """completed | failed | interrupted | running | unfinished: completed needs a results.json that says so; a
         status that says completed without one is a failure."""
