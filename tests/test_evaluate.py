@@ -99,6 +99,8 @@ def test_cli_writes_the_report_predictions_and_figure(trained_checkpoint, lab, t
     assert per_class["eosinophil"]["support"] == 5 and per_class["monocyte"]["support"] == 0
     assert report["trust"]["available"] and 0 <= report["review"]["share"] <= 1 and report["gate"]["fires"] >= 0
     assert report["calibration"]["after"]["ece"] >= 0
+    sets = report["sets"]  # the training run fitted 90 % sets on its validation split
+    assert sets["target_coverage"] == 0.9 and 0 <= sets["coverage"] <= 1 and 1 <= sets["mean_size"] <= 8
     saved = json.loads((out / "report.json").read_text())
     assert saved["accuracy"] == report["accuracy"] and saved["files"]["confusion"] == str(out / "confusion.png")
     with open(out / "predictions.csv", newline="") as fh:

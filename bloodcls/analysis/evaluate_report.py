@@ -15,6 +15,7 @@ from typing import Any
 from bloodcls.common.files import atomic_write
 from bloodcls.common.rundir import EVALUATE_DIR, EvaluationFiles, RunPaths, run_folder_of, write_json
 from bloodcls.data.class_names import load_class_map
+from bloodcls.data.folder import listing
 from bloodcls.data.labelled import load_labelled
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.evaluation import ROW_FIELDS, Evaluation, evaluate
@@ -115,9 +116,8 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"not scored, classes the model does not know: "
                      f"{', '.join(f'{name} ({n})' for name, n in unknown.items())}")
     if report["skipped"]:
-        shown = ", ".join(s["path"] for s in report["skipped"][:5])
-        more = f" and {len(report['skipped']) - 5} more" if len(report["skipped"]) > 5 else ""
-        lines.append(f"skipped {len(report['skipped'])} files that are not readable images: {shown}{more} "
+        lines.append(f"skipped {len(report['skipped'])} files that are not readable images: "
+                     f"{listing([s['path'] for s in report['skipped']])} "
                      "(reasons in report.json)")
     if "files" in report:
         lines.append(f"written: {report['files']['report']}, {Path(report['files']['predictions']).name}, "

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bloodcls.cli import summary
-from bloodcls.errors import UserError, report_user_errors
+from bloodcls.errors import report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +44,9 @@ def _line(name: str, s: dict) -> str:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0 < args.coverage < 1:
-        raise UserError(f"--coverage {args.coverage}: give the share as a number between 0 and 1, e.g. 0.9.")
+    from bloodcls.uncertainty.conformal import check_coverage
+
+    check_coverage(args.coverage)  # before the (slower) checkpoint and images
     from bloodcls.data.class_names import load_class_map
     from bloodcls.data.labelled import load_labelled
     from bloodcls.inference.checkpoint import load_trained

@@ -73,19 +73,17 @@ def recalibrate(model: TrainedModel, data: LabelledImages, coverage: float = 0.9
     far = torch.cat([mahalanobis_score(logits_and_features(model.net, imgs, batch_size=batch_size)[1], old.ood_means,
                                        old.ood_precision) for imgs in far_ood_sets(model.img_size).values()])
     report = {"images": len(y), "data": str(data.files.source), "unknown": data.unknown_counts,
-              "before": _scores(old, before, y, gate, far),
-              "after": _scores(state, state.assess(logits, features), y, gate, far)}
+              "before": _scores(old, before, y, far), "after": _scores(state, state.assess(logits, features), y, far)}
     return Recalibration(state, report)
 
 
-def _scores(state: TrustState, judged: dict[str, torch.Tensor], y: torch.Tensor, gate: torch.Tensor,
-            far: torch.Tensor) -> dict[str, Any]:
+def _scores(state: TrustState, judged: dict[str, torch.Tensor], y: torch.Tensor, far: torch.Tensor) -> dict[str, Any]:
     """On the lab's images; ``far_ood_turned_away``: the share of the far-OOD sets (photos, plain colours, noise)
     the gate still turns away at this threshold, so a threshold opened for a lab's cells is seen to stay shut
     to what is not a cell."""
     return {"temperature": state.temperature, "calibration": calibration_scores(judged["proba"], y),
             "review_threshold": state.abstain_below, "review_fires": float(judged["abstain"].double().mean()),
-            "gate_threshold": state.ood_threshold, "gate_fires": float((gate > state.ood_threshold).double().mean()),
+            "gate_threshold": state.ood_threshold, "gate_fires": float((~judged["in_distribution"]).double().mean()),
             "far_ood_turned_away": float((far > state.ood_threshold).double().mean()),
             "sets": set_report(state.conformal, judged["proba"], y)}
 

@@ -64,7 +64,7 @@ def min_calibration_images(coverage: float) -> int:
 def check_coverage(coverage: float) -> None:
     if not 0 < coverage < 1:
         raise UserError(f"Coverage {coverage} is outside (0, 1): give the share of images whose set should hold the "
-                        f"true class, e.g. 0.9 for 90 %.")
+                        f"true class as a number between 0 and 1, e.g. 0.9 for 90 %.")
 
 
 def conformal_threshold(scores: torch.Tensor, coverage: float) -> float:
