@@ -181,3 +181,11 @@ def test_patience_left_counts_the_epoch_just_ended():
     losses = [1.0, 0.8, 0.9, 0.85, 0.95]  # best at the second epoch, then three without improvement
     epochs = [{"epoch": i, "val/loss": v} for i, v in enumerate(losses)]
     assert [patience_left(stopper, epochs[:k]) for k in range(1, 6)] == [3, 3, 2, 1, 0]
+
+
+def test_time_left_is_not_blown_up_by_one_paused_epoch():
+    from bloodcls.training.progress import epoch_seconds
+
+    times = [400.0, 200.0, 210.0, 2600.0, 190.0, 205.0]  # warm-up, then a 40-minute SIGSTOP during the fourth epoch
+    assert epoch_seconds([{"epoch": i, "time_s": t} for i, t in enumerate(times)]) == 205.0
+    assert epoch_seconds([]) == 0.0

@@ -10,6 +10,7 @@ is not a terminal (or no progress bar is drawn), on stdout too; it also keeps a 
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 import time
 from typing import Any
@@ -21,7 +22,8 @@ from bloodcls.runs.status import RunRecord, now_iso
 from bloodcls.training.callbacks import History
 
 log = logging.getLogger(__name__)
-RECENT = 5  # epochs whose mean wall time estimates the time left (the first ones include warm-up)
+RECENT = 5  # epochs whose median wall time estimates the time left: the median, so that one slow epoch (warm-up,
+# a job paused with SIGSTOP while the test suite ran, a resume) does not multiply the estimate
 
 
 def clock(seconds: float | None) -> str:
@@ -56,6 +58,12 @@ def _counted(epoch: int | None) -> str:
     """Lightning's 0-based epoch index as the line counts epochs (from 1), so ``epoch 6/40 (best epoch 6)`` says
     the epoch just ended is the best so far."""
     return "–" if epoch is None else str(epoch + 1)
+
+
+def epoch_seconds(epochs: list[dict[str, Any]]) -> float:
+    """The typical wall time of an epoch: the median of the last RECENT epochs' (0 before the first)."""
+    recent = [r["time_s"] for r in epochs[-RECENT:] if "time_s" in r]
+    return statistics.median(recent) if recent else 0.0
 
 
 def patience_left(stopper: EarlyStopping, epochs: list[dict[str, Any]]) -> int:
@@ -100,8 +108,7 @@ class EpochProgress(Callback):
         last = epochs[-1]
         done = int(last["epoch"]) + 1
         max_epochs = int(trainer.max_epochs) if trainer.max_epochs and trainer.max_epochs > 0 else done
-        recent = [r["time_s"] for r in epochs[-RECENT:] if "time_s" in r]
-        epoch_s = sum(recent) / len(recent) if recent else 0.0
+        epoch_s = epoch_seconds(epochs)
         scored = [(r["val/loss"], int(r["epoch"])) for r in epochs if "val/loss" in r]
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
         return {
