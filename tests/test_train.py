@@ -202,3 +202,15 @@ def _readable(n: float) -> str:
     from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
     return get_human_readable_count(int(n))
+
+
+def test_test_false_says_the_test_was_skipped_not_zero(synthetic_root, tmp_path, caplog):
+    """A hyper-parameter search (test=false) used to log "test acc 0.0000": read as a broken model."""
+    cfg = compose_train(["model=baseline", "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=1",
+                         "logger=csv", "test=false", *FAST], output_dir=tmp_path)
+    with caplog.at_level("INFO", logger="bloodcls.training.fit"):
+        results = train(cfg, output_dir=tmp_path)
+    assert results["test"]["acc"] is None and results["test"]["scores"] == {}
+    said = [r.getMessage() for r in caplog.records if r.name == "bloodcls.training.fit"]
+    assert any(m.startswith("test skipped (test=false); best validation acc 0.") for m in said), said
+    assert not any("test acc" in m for m in said)
