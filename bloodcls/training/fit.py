@@ -64,11 +64,13 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
             exit_code = 0
         finally:  # one W&B run per job: the next job of a multirun starts its own, after a failure too
             _close_wandb_run(exit_code)
-        if run.trainer.is_global_zero and results["test"]["acc"] is None:  # test=false: nothing scored, say so
-            val = ((results.get("val") or {}).get("best") or {}).get("val/acc")
+        if not run.trainer.is_global_zero:
+            return results
+        if results["test"]["acc"] is None:  # test=false: nothing scored, say so rather than "test acc 0.0000"
+            val = results["val"]["best"].get("val/acc")
             log.info("test skipped (test=false)%s -> %s", f"; best validation acc {val:.4f}" if val is not None else "",
                      output_dir / RESULTS_FILE)
-        elif run.trainer.is_global_zero:
+        else:
             before = (results.get("init_from") or {}).get("test")
             log.info("test acc %.4f, macro F1 %.4f%s -> %s", results["test"]["acc"] or 0, results["test"]["f1"] or 0,
                      f" (init_from before fine-tuning: acc {before['acc']:.4f}, macro F1 {before['f1']:.4f})"
