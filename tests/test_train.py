@@ -184,7 +184,7 @@ def test_real_images_two_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_a_first_run_prints_no_lightning_noise(synthetic_root, tmp_path):
-    """No "Total FLOPs: 0" (the summary gives thop's count), no cloud "Tip:", no LeafSpec deprecation warning."""
+    """No "Total FLOPs: 0" (the summary gives thop's count), no cloud "Tip:", no LeafSpec or bf16 size warning."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the warnings a newcomer sees
     proc = subprocess.run([sys.executable, "train.py", "model=baseline", "data.img_size=28", f"data.root={synthetic_root}",
                            "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", "data.batch_size=16",
@@ -196,6 +196,7 @@ def test_a_first_run_prints_no_lightning_noise(synthetic_root, tmp_path):
     macs = json.loads(next(tmp_path.glob("runs/*/*/results.json")).read_text())["efficiency"]["macs"]
     assert f"Total FLOPs: {_readable(2 * macs)}" in out
     assert "Tip:" not in out and "litlogger" not in out and "LeafSpec" not in out
+    assert "not supported by the model summary" not in out  # bf16-mixed keeps fp32 weights: the size is right
 
 
 def _readable(n: float) -> str:

@@ -1,5 +1,5 @@
 """What a run prints besides its own lines: Lightning's model summary with the project's operation count,
-and Lightning's advertisements and a deprecation warning it cannot act on filtered where they are raised.
+and Lightning's advertisements and warnings a user cannot act on filtered where they are raised.
 
 Lightning counts FLOPs only by running ``example_input_array`` through the model, which the study's
 networks do not set, so its summary printed "Total FLOPs: 0" beside a column of zeros. The summary here
@@ -24,6 +24,9 @@ from bloodcls.models.profiling import operation_counts
 # Lightning 2.6's own use of torch's deprecated pytree LeafSpec (lightning/pytorch/utilities/_pytree.py);
 # nothing a user can change, printed once per run.
 LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+# Lightning's model summary on bf16-mixed: mixed precision keeps fp32 weights, so its "using 32 bits instead" is
+# the right size and the warning has nothing for a user to do.
+MIXED_SIZE = r"Precision .*-mixed is not supported by the model summary"
 LIGHTNING_LOG = "lightning.pytorch.utilities.rank_zero"  # the logger rank_zero_info writes to
 TIP = re.compile(r"^\W*Tip: ")  # "💡 Tip: ... litlogger / litmodels": advertisements for Lightning's cloud
 
@@ -34,9 +37,11 @@ class _NoTips(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Drop Lightning's cloud tips and its LeafSpec deprecation warning (idempotent)."""
+    """Drop Lightning's cloud tips, its LeafSpec deprecation warning and the summary's mixed-precision size
+    warning (idempotent)."""
     warnings.filterwarnings("ignore", message=LEAFSPEC, category=FutureWarning,
                             module=r"lightning\.pytorch\.utilities\._pytree")
+    warnings.filterwarnings("ignore", message=MIXED_SIZE, category=UserWarning)
     log = logging.getLogger(LIGHTNING_LOG)
     if not any(isinstance(f, _NoTips) for f in log.filters):
         log.addFilter(_NoTips())
