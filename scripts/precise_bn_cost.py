@@ -1,0 +1,58 @@
+"""What ``+ablation=precise_bn`` costs per epoch: the statistics' recomputation against a training epoch.
+
+    OMP_NUM_THREADS=1 python scripts/precise_bn_cost.py [experiment=baseline_aug] [--steps 12] [--max-batches 8 0]
+
+Times, in one process on the fast path (the bench's :class:`bloodcls.training.benchmark.PathRunner`: tensor
+loader, bf16 where the CPU has it, channels_last), ``--steps`` training steps, and the callback's own
+recomputation (:class:`bloodcls.training.batchnorm.PreciseBatchNorm`, fp32 on a CPU) over ``max_batches``
+evaluation batches (0 = the whole training split). Prints seconds per training epoch, seconds per recomputation
+and their ratio; docs/results/study-table-cpu.md reports what it printed. Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bloodcls.training.batchnorm import PreciseBatchNorm
+from bloodcls.training.benchmark import PathRunner, _compose
+from bloodcls.training.compute import native_bf16
+
+
+class _Trainer:
+    """The two attributes the callback's recomputation reads from a trainer."""
+
+    def __init__(self, datamodule) -> None:
+        self.datamodule, self.precision_plugin = datamodule, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", default=["experiment=baseline_aug"])
+    parser.add_argument("--steps", type=int, default=12, help="training steps timed (after 2 untimed)")
+    parser.add_argument("--max-batches", type=int, nargs="+", default=[8, 0])
+    args = parser.parse_args()
+    cfg = _compose(args.overrides)
+    device = torch.device("cpu")
+    bf16 = native_bf16()[0]
+    runner = PathRunner(cfg, device, fast=True, workers=0, steps=args.steps, bf16=bf16, channels_last=True,
+                        compile=False)
+    runner.train_once(2)
+    seen, seconds = runner.train_once(args.steps)
+    epoch = runner.n_train / (seen / seconds)
+    print(f"{args.overrides}: {torch.get_num_threads()} thread(s), bf16={bf16}; training {seen / seconds:.1f} img/s, "
+          f"{epoch:.0f} s per epoch of {runner.n_train} images (validation not counted)")
+    module, trainer = runner.module, _Trainer(runner.dm)
+    for batches in args.max_batches:
+        callback = PreciseBatchNorm(when="validation", max_batches=batches or None)
+        t0 = time.perf_counter()
+        callback._recompute(trainer, module)
+        spent = time.perf_counter() - t0
+        print(f"  precise BN over {'all' if not batches else batches} batches of {runner.dm.eval_batch_size}: "
+              f"{spent:.1f} s = {100 * spent / epoch:.0f} % of a training epoch")
+
+
+if __name__ == "__main__":
+    main()
