@@ -16,8 +16,9 @@ import time
 
 import torch
 
+from bloodcls.config import compose_config
 from bloodcls.training.batchnorm import PreciseBatchNorm
-from bloodcls.training.benchmark import PathRunner, _compose
+from bloodcls.training.benchmark import PathRunner
 from bloodcls.training.compute import native_bf16
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="training steps timed (after 2 untimed)")
     parser.add_argument("--max-batches", type=int, nargs="+", default=[8, 0])
     args = parser.parse_args()
-    cfg = _compose(args.overrides)
+    cfg = compose_config([*args.overrides, "paths.output_dir=/tmp/bloodcls-bench"])
     device = torch.device("cpu")
     bf16 = native_bf16()[0]
     runner = PathRunner(cfg, device, fast=True, workers=0, steps=args.steps, bf16=bf16, channels_last=True,
