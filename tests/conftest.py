@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import zlib
@@ -52,6 +53,24 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
 ]
+
+
+# Tracker loggers for the shared sweep when the [trackers] extra is installed (make venv installs it).
+SWEEP_TRACKERS = ("[csv,tensorboard,mlflow]" if all(importlib.util.find_spec(m) for m in ("tensorboard", "mlflow"))
+                  else "csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(synthetic_root, tmp_path_factory):
+    """(process, sweep folder) of one real two-experiment, two-seed sweep, shared by the report tests and the
+    tracker tests so that the suite pays for one sweep; tests may add to its report but not change its runs."""
+    from tests.helpers import run_cli
+
+    out = tmp_path_factory.mktemp("sweeps")
+    proc = run_cli("sweep.py", "experiments=[baseline_64,inception]", "seeds=[0,1]", "trainer.max_epochs=1",
+                   f"data.root={synthetic_root}", "data.img_size=28", f"logger={SWEEP_TRACKERS}",
+                   f"paths.log_dir={out}", "name=tiny", *FAST)
+    return proc, out / "sweeps" / "tiny"
 
 
 # A deterministic CPU run that exercises every piece of restorable state: augmentation and dropout

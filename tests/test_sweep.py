@@ -24,15 +24,6 @@ def _assert_png(path: Path) -> None:
         im.verify()
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(synthetic_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweeps")
-    proc = run_cli("sweep.py", "experiments=[baseline_64,inception]", "seeds=[0,1]", "trainer.max_epochs=1",
-                   f"data.root={synthetic_root}", "data.img_size=28", "logger=csv", f"paths.log_dir={out}",
-                   "name=tiny", *FAST)
-    return proc, out / "sweeps" / "tiny"
-
-
 @pytest.mark.slow
 def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
     proc, sweep_dir = tiny_sweep

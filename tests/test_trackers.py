@@ -11,7 +11,7 @@ from bloodcls.errors import UserError
 from bloodcls.training import train
 from bloodcls.training.loggers import local_mlflow_store, logger_names
 from tests.conftest import FAST
-from tests.helpers import REPO, compose_train, run_cli
+from tests.helpers import REPO, compose_train
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -121,25 +121,16 @@ def test_missing_tracker_package_says_what_to_install(monkeypatch):
         loggers.tensorboard_logger(save_dir=".")
 
 
-@pytest.fixture(scope="module")
-def tracked_sweep(synthetic_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweeps")
-    proc = run_cli("sweep.py", "experiments=[baseline_64,inception]", "seeds=[0]", "trainer.max_epochs=1",
-                   f"data.root={synthetic_root}", "data.img_size=28", "logger=[tensorboard,mlflow]",
-                   f"paths.log_dir={out}", "name=tracked", *FAST)
-    return proc, out
-
-
 @pytest.mark.slow
-def test_sweep_runs_sit_side_by_side_in_both_trackers(tracked_sweep):
-    proc, out = tracked_sweep
+def test_sweep_runs_sit_side_by_side_in_both_trackers(tiny_sweep):
+    proc, sweep_dir = tiny_sweep  # conftest's shared sweep logs to csv, tensorboard and mlflow
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    jobs = sorted((out / "sweeps" / "tracked" / "runs").glob("*_s0"))
-    assert [j.name for j in jobs] == ["0_baseline_64_s0", "1_inception_s0"]
+    jobs = sorted(p for p in (sweep_dir / "runs").iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0_baseline_64_s0", "1_baseline_64_s1", "2_inception_s0", "3_inception_s1"]
     for job in jobs:  # tensorboard --logdir <sweep>/runs: one run per job folder
         assert len(_events(job).Scalars("test/acc")) == 1 and len(_events(job).Scalars("efficiency/macs")) == 1
-    _, runs = _mlflow_runs(out / "mlflow", "tags.group = 'tracked'")
-    assert sorted(r.data.tags["experiment"] for r in runs) == ["baseline_64", "inception"]
+    _, runs = _mlflow_runs(sweep_dir.parent.parent / "mlflow", "tags.group = 'tiny'")
+    assert sorted(r.data.tags["experiment"] for r in runs) == ["baseline_64"] * 2 + ["inception"] * 2
     assert all("test/acc" in r.data.metrics and "val/f1" in r.data.metrics for r in runs)
     assert "tensorboard --logdir" in proc.stdout and "mlflow ui" in proc.stdout
 
