@@ -85,8 +85,9 @@ def test_a_stopped_sweep_resumes_and_extends_without_retraining(synthetic_root, 
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_from_its_last_epoch_and_logs_every_epoch(synthetic_root, tmp_path):
+def test_a_sigkilled_run_resumes_from_its_last_epoch_and_logs_every_epoch(synthetic_root, tmp_path, monkeypatch):
     run = tmp_path / "run"
+    monkeypatch.setenv("BLOODCLS_COMMIT", "started-here")
     common = ["experiment=baseline_64", "data.img_size=28", "trainer.max_epochs=3", "logger=csv",
               f"data.root={synthetic_root}", *FAST]
     killed = run_cli("train.py", *common, f"hydra.run.dir={run}", "+callbacks.kill._target_=tests.plants.SendSignal",
@@ -97,9 +98,13 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch_and_logs_every_epoch(synthe
     # stdout is not a terminal here: the epoch lines reach it as well as train.log
     assert "epoch 1/3 | train loss" in killed.stdout and "epoch 2/3 | train loss" in killed.stdout
 
+    monkeypatch.setenv("BLOODCLS_COMMIT", "ended-here")  # the checkout moved on between the kill and the resume
     resumed = run_cli("train.py", f"resume={run}")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     results = _results(run)
+    assert (results["environment"]["commit_started"], results["environment"]["commit"]) == ("started-here", "ended-here")
+    status = json.loads((run / "status.json").read_text())
+    assert status["commit"] == "started-here" and [r["commit"] for r in status["resumes"]] == ["ended-here"]
     assert results["efficiency"]["epochs_run"] == 3 and [r["epoch"] for r in results["history"]] == [0, 1, 2]
     lines = [ln for ln in (run / "train.log").read_text().splitlines() if "bloodcls.training.progress" in ln]
     assert [ln.split(" - ", 1)[1].split(" |")[0] for ln in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]

@@ -6,8 +6,9 @@ paragraph or null), ``error_type`` (exception class name or null), ``traceback``
 that are not a :class:`~bloodcls.errors.UserError`, else null), ``started_at``, ``finished_at``
 (ISO 8601 or null), ``run_name``, ``experiment``, ``last_checkpoint`` (path or null) and
 ``wandb_id`` (or null). Extra keys: ``group`` (the W&B group, reused on resume), ``resumes``
-(when and from which checkpoint the run was continued), ``host`` and ``pid`` (to tell a run that
-is still going from one that was killed without a chance to record it).
+(when, from which checkpoint and on which commit the run was continued), ``commit`` (the code the run
+started on: a resumed run may end on another), ``host`` and ``pid`` (to tell a run that is still going
+from one that was killed without a chance to record it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from bloodcls.common.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 from bloodcls.errors import UserError
+from bloodcls.runs.environment import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +194,14 @@ def record_run(
         "status": RUNNING, "error": None, "error_type": None, "traceback": None,
         "started_at": now_iso(), "finished_at": None, "run_name": run_name, "experiment": experiment,
         "last_checkpoint": None, "wandb_id": None, "group": None, "resumes": [],
-        "host": socket.gethostname(), "pid": os.getpid(),
+        "commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
     }
     if previous:
+        here = fields["commit"]
         for key in ("started_at", "wandb_id", "group", "resumes"):
             fields[key] = previous.get(key, fields[key])
-        fields["resumes"] = [*fields["resumes"], {"at": now_iso(), "from": str(resumed_from),
+        fields["commit"] = previous.get("commit")  # unknown (null) for a run started before commits were kept
+        fields["resumes"] = [*fields["resumes"], {"at": now_iso(), "from": str(resumed_from), "commit": here,
                                                   "previous_status": previous.get("status")}]
     record = RunRecord(run_dir, fields, enabled=is_rank_zero())
     record.write()

@@ -60,6 +60,8 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
             epochs, fit_wall = _fit(run, resumed_from)
             best_path, test_time = _test(run)
             results = _collect(run, epochs, fit_wall, best_path, test_time)
+            # "commit" is the code the run ended on; after a resume it may differ from the one it started on
+            results["environment"]["commit_started"] = record.fields.get("commit")
             _publish(run, results, output_dir)
             exit_code = 0
         finally:  # one W&B run per job: the next job of a multirun starts its own, after a failure too
