@@ -268,3 +268,21 @@ def test_only_rank_zero_keeps_the_records(tmp_path, monkeypatch):
     with record_run(fresh, "r", "e"):
         pass
     assert not (fresh / STATUS_FILE).exists()
+
+
+def test_the_commit_is_the_code_this_process_runs_not_where_the_checkout_moved(tmp_path, monkeypatch):
+    from bloodcls.runs.environment import git_commit
+
+    monkeypatch.delenv("BLOODCLS_COMMIT", raising=False)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    first = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == first
+    (tmp_path / "f").write_text("2")  # a long run's checkout moves on under it
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    assert git_commit(tmp_path) == first
+    monkeypatch.setenv("BLOODCLS_COMMIT", "abc123")  # a copy without .git says where it came from
+    assert git_commit(tmp_path) == "abc123"

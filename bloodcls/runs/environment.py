@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import subprocess
@@ -21,9 +22,16 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
 
 
 def git_commit(repo: Path = REPO) -> str | None:
-    """The checkout's commit (``-dirty`` with local changes); ``BLOODCLS_COMMIT`` where there is no .git."""
+    """The commit of the code this process runs: the checkout's (``-dirty`` with local changes) when the process
+    first asks, so a checkout that moves on during a long run is not credited with it; ``BLOODCLS_COMMIT``
+    where there is no .git."""
     if os.environ.get("BLOODCLS_COMMIT"):
         return os.environ["BLOODCLS_COMMIT"]
+    return _checkout_commit(Path(repo).resolve())
+
+
+@functools.cache
+def _checkout_commit(repo: Path) -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
