@@ -271,7 +271,7 @@ def test_only_rank_zero_keeps_the_records(tmp_path, monkeypatch):
 
 
 def test_the_commit_is_the_code_this_process_runs_not_where_the_checkout_moved(tmp_path, monkeypatch):
-    from bloodcls.runs.environment import git_commit
+    from bloodcls.common.checkout import git_commit
 
     monkeypatch.delenv("BLOODCLS_COMMIT", raising=False)
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]

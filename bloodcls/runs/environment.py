@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import os
 import platform
-import subprocess
-from pathlib import Path
 
 import torch
 
-from bloodcls.common.files import REPO
+from bloodcls.common.checkout import git_commit
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:
@@ -19,27 +15,6 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def git_commit(repo: Path = REPO) -> str | None:
-    """The commit of the code this process runs: the checkout's (``-dirty`` with local changes) when the process
-    first asks, so a checkout that moves on during a long run is not credited with it; ``BLOODCLS_COMMIT``
-    where there is no .git."""
-    if os.environ.get("BLOODCLS_COMMIT"):
-        return os.environ["BLOODCLS_COMMIT"]
-    return _checkout_commit(Path(repo).resolve())
-
-
-@functools.cache
-def _checkout_commit(repo: Path) -> str | None:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def device_name(device: torch.device | str | None = None) -> str:

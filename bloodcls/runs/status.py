@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bloodcls.common.checkout import git_commit
 from bloodcls.common.rundir import CHECKPOINT_DIR, LAST_CKPT, STATUS_FILE, read_json, write_json
 from bloodcls.errors import UserError
-from bloodcls.runs.environment import git_commit
 
 log = logging.getLogger(__name__)
 
