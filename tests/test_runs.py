@@ -286,3 +286,19 @@ def test_the_commit_is_the_code_this_process_runs_not_where_the_checkout_moved(t
     assert git_commit(tmp_path) == first
     monkeypatch.setenv("BLOODCLS_COMMIT", "abc123")  # a copy without .git says where it came from
     assert git_commit(tmp_path) == "abc123"
+
+
+def test_interrupted_message_names_the_checkpoint_inside_the_run_folder_as_given(tmp_path):
+    """Lightning resolves links: with ``outputs`` a link elsewhere, the message still names one folder, twice."""
+    from types import SimpleNamespace
+
+    from bloodcls.runs.status import _interrupted_message
+
+    real = tmp_path / "elsewhere" / "run"
+    (real / "checkpoints").mkdir(parents=True)
+    (real / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "outputs").symlink_to(tmp_path / "elsewhere")
+    record = SimpleNamespace(run_dir=tmp_path / "outputs" / "run", trainer=SimpleNamespace(current_epoch=3))
+    message = _interrupted_message(record, "SIGTERM", str(real / "checkpoints" / "last.ckpt"))
+    assert f"{tmp_path / 'outputs' / 'run' / 'checkpoints' / 'last.ckpt'} holds the end" in message
+    assert "elsewhere" not in message and "during epoch 3" in message
