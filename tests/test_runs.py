@@ -289,16 +289,19 @@ def test_the_commit_is_the_code_this_process_runs_not_where_the_checkout_moved(t
 
 
 def test_interrupted_message_names_the_checkpoint_inside_the_run_folder_as_given(tmp_path):
-    """Lightning resolves links: with ``outputs`` a link elsewhere, the message still names one folder, twice."""
+    """Lightning resolves links: with ``outputs`` a link elsewhere, status.json and the message still name one
+    folder, twice."""
     from types import SimpleNamespace
 
-    from bloodcls.runs.status import _interrupted_message
+    from bloodcls.runs.status import RunRecord, _interrupted_message
 
     real = tmp_path / "elsewhere" / "run"
     (real / "checkpoints").mkdir(parents=True)
     (real / "checkpoints" / "last.ckpt").write_bytes(b"x")
     (tmp_path / "outputs").symlink_to(tmp_path / "elsewhere")
-    record = SimpleNamespace(run_dir=tmp_path / "outputs" / "run", trainer=SimpleNamespace(current_epoch=3))
-    message = _interrupted_message(record, "SIGTERM", str(real / "checkpoints" / "last.ckpt"))
+    record = RunRecord(tmp_path / "outputs" / "run", {}, enabled=False)
+    record.trainer = SimpleNamespace(current_epoch=3, checkpoint_callbacks=[
+        SimpleNamespace(last_model_path=str(real / "checkpoints" / "last.ckpt"), dirpath=str(real / "checkpoints"))])
+    message = _interrupted_message(record, "SIGTERM", record.last_checkpoint())
     assert f"{tmp_path / 'outputs' / 'run' / 'checkpoints' / 'last.ckpt'} holds the end" in message
     assert "elsewhere" not in message and "during epoch 3" in message

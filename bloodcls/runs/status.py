@@ -110,7 +110,16 @@ class RunRecord:
             if getattr(cb, "dirpath", None):
                 candidates.append(Path(cb.dirpath) / LAST_CKPT)
         candidates.append(self.checkpoint_dir / LAST_CKPT)
-        return next((str(p) for p in candidates if p.is_file()), None)
+        found = next((p for p in candidates if p.is_file()), None)
+        return None if found is None else str(self._spelled_from_run_dir(found))
+
+    def _spelled_from_run_dir(self, path: Path) -> Path:
+        """``path`` under ``run_dir`` as the user gave it: Lightning resolves links in checkpoint folders, and a
+        status naming ``/home/u/runs/...`` beside ``outputs/...`` reads as two runs."""
+        try:
+            return self.run_dir / path.resolve().relative_to(self.run_dir.resolve())
+        except ValueError:
+            return path
 
 
 def classify(exc: BaseException) -> tuple[str, str | None]:
@@ -137,15 +146,6 @@ def _failure_fields(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _beside(path: str, run_dir: Path) -> Path:
-    """``path`` spelled from ``run_dir`` as the user gave it: Lightning resolves links in checkpoint folders, and a
-    message naming ``/home/u/runs/...`` beside ``outputs/...`` reads as two runs."""
-    try:
-        return Path(run_dir) / Path(path).resolve().relative_to(Path(run_dir).resolve())
-    except ValueError:
-        return Path(path)
-
-
 def _interrupted_message(record: RunRecord, signal_name: str, last: str | None) -> str:
     how = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else "SIGTERM (e.g. a scheduler's preemption or `kill`)"
     epoch = getattr(record.trainer, "current_epoch", None)
@@ -153,8 +153,8 @@ def _interrupted_message(record: RunRecord, signal_name: str, last: str | None) 
     if last is None:
         return (f"Interrupted by {how}{where}, before any epoch had finished, so there is no checkpoint to "
                 "continue from: start the run again.")
-    return (f"Interrupted by {how}{where}. {_beside(last, record.run_dir)} holds the end of the last finished "
-            f"epoch; continue this run in the same folder with `python train.py resume={record.run_dir}`.")
+    return (f"Interrupted by {how}{where}. {last} holds the end of the last finished epoch; continue this "
+            f"run in the same folder with `python train.py resume={record.run_dir}`.")
 
 
 @contextmanager
