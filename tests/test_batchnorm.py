@@ -1,10 +1,12 @@
-"""Precise BatchNorm statistics (bloodcls.training.batchnorm, +ablation=precise_bn)."""
+"""Precise BatchNorm statistics (bloodcls.training.batchnorm: recipe=study validates on them) and their sample."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from bloodcls.common.rundir import run_checkpoint
+from bloodcls.common.sampling import stratified_sample
 from bloodcls.data import BloodMNISTDataModule
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
@@ -36,6 +38,45 @@ def test_recompute_gives_the_exact_average_with_dropout_off_and_restores_the_net
     assert recompute_batchnorm(nn.Linear(2, 2), batches) == 0  # nothing to do without BatchNorm
 
 
+def test_stratified_sample_keeps_the_class_shares_of_a_class_ordered_split():
+    labels = np.repeat([0, 1, 2, 3], [100, 300, 590, 10])  # in class order, as a folder dataset's arrays are
+    picked = stratified_sample(labels, 100, seed=3)
+    assert len(picked) == len(set(picked.tolist())) == 100
+    assert np.bincount(labels[picked], minlength=4).tolist() == [10, 30, 59, 1]  # 10 % of every class
+    assert picked.tolist() == stratified_sample(labels, 100, seed=3).tolist()  # the same seed, the same images
+    assert picked.tolist() != stratified_sample(labels, 100, seed=4).tolist()
+    assert labels[picked[:20]].tolist() != sorted(labels[picked[:20]].tolist())  # classes mixed, not in blocks
+    rare = stratified_sample(np.repeat([0, 1], [995, 5]), 10, seed=0)  # a class below one image of share keeps one
+    assert np.bincount(np.repeat([0, 1], [995, 5])[rare]).tolist() == [9, 1]
+    assert sorted(stratified_sample(labels, None, seed=0).tolist()) == list(range(1000))
+    assert sorted(stratified_sample(labels, 5000, seed=0).tolist()) == list(range(1000))
+
+
+def test_the_callback_recomputes_from_the_stratified_sample_not_the_first_images():
+    torch.manual_seed(0)
+    labels = torch.repeat_interleave(torch.arange(4), torch.tensor([64, 64, 64, 64]))  # class-ordered
+    images = (labels.view(-1, 1, 1, 1) * 60).expand(-1, 4, 4, 3).to(torch.uint8).contiguous()  # class c: 60 c
+
+    class Data:
+        splits = {"train": (images, labels)}
+        eval_batch_size = 16
+
+        @staticmethod
+        def prepare_batch(x, train):
+            return x.permute(0, 3, 1, 2).float() / 255
+
+    class Module:
+        net = nn.Sequential(nn.BatchNorm2d(3, momentum=0.01))
+        device = torch.device("cpu")
+
+    trainer = type("T", (), {"datamodule": Data(), "sanity_checking": False})()
+    callback = PreciseBatchNorm(when="validation", max_images=32, seed=0)
+    callback.on_validation_epoch_start(trainer, Module())
+    assert np.bincount(labels[callback.sample(labels)].numpy()).tolist() == [8, 8, 8, 8]
+    # the exact mean of the sample is the mean over all classes (90/255), not the first class's 0
+    torch.testing.assert_close(Module.net[0].running_mean, torch.full((3,), 90 / 255))
+
+
 def test_a_bad_when_is_refused_with_the_choices():
     with pytest.raises(UserError, match=r"callbacks.precise_bn.when='later' \(expected validation or test\)"):
         PreciseBatchNorm(when="later")
@@ -48,7 +89,7 @@ def test_precise_bn_run_checkpoints_and_tests_with_the_recomputed_statistics(whe
                          "data.img_size=28", f"data.root={synthetic_root}", "trainer.max_epochs=3", "logger=csv", *FAST],
                         output_dir=tmp_path)
     results = train(cfg, output_dir=tmp_path)
-    assert results["recipe"] == "study+precise_bn"
+    assert results["recipe"] == "study+precise_bn_full"
     assert results["test"]["acc"] > 0.3  # chance is 0.125
 
     # The best checkpoint's statistics are the exact ones for its weights: recomputing them again over
@@ -87,7 +128,22 @@ def test_scoring_a_checkpoint_you_hand_in_never_rewrites_it(synthetic_root, tmp_
     before = mine.read_bytes()
     scored = tmp_path / "scored"
     results = train(compose_train(["experiment=baseline_64", "data.img_size=28", f"data.root={synthetic_root}",
-                                   "train=false", f"ckpt_path={mine}", "logger=csv", *FAST], output_dir=scored),
-                    output_dir=scored)
-    assert results["recipe"] == "study" and results["test"]["acc"] > 0.3  # scored with recomputed statistics
+                                   "+ablation=running_bn", "train=false", f"ckpt_path={mine}", "logger=csv", *FAST],
+                                  output_dir=scored), output_dir=scored)
+    assert results["recipe"] == "study+running_bn" and results["test"]["acc"] > 0.3  # scored with recomputed statistics
     assert mine.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_after_one_epoch_validation_reads_what_the_test_reads(synthetic_root, tmp_path):
+    """The quick start's first progress line: with the study's BatchNorm momentum and running statistics, one
+    epoch read 18.6 % on validation for a model that scored 82 % on test; recipe=study now validates on exact
+    statistics, so the two agree. The synthetic run keeps the recipe's own momentum (no FAST bn_momentum)."""
+    overrides = [o for o in FAST if not o.startswith("model.bn_momentum")]
+    cfg = compose_train(["experiment=baseline_64", "data.img_size=28", f"data.root={synthetic_root}",
+                         "trainer.max_epochs=1", "logger=csv", "callbacks.early_stopping=null", *overrides],
+                        output_dir=tmp_path)
+    results = train(cfg, output_dir=tmp_path)
+    val, test = results["val"]["best"]["val/acc"], results["test"]["acc"]
+    assert test > 0.5  # it learned (chance 0.125)
+    assert abs(val - test) <= 0.10, (val, test)

@@ -1,4 +1,5 @@
-"""The CPU fast path: bf16 and channels_last where the CPU runs bf16 natively, fp32 elsewhere; fp32 evaluation."""
+"""The CPU fast path: bf16 where the CPU runs bf16 natively, fp32 elsewhere; the layout measured for each kind of
+processor; fp32 evaluation."""
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from tests.conftest import FAST
 from tests.helpers import compose_train
 
 
-def _native(monkeypatch, value: bool):
+def _native(monkeypatch, value: bool, capability: str | None = None):
     monkeypatch.setattr(compute, "native_bf16", lambda: (value, "patched: native" if value else "patched: emulated"))
+    capability = capability or ("AVX512" if value else "AVX2")
+    monkeypatch.setattr(compute, "cpu_capability", lambda: capability)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -24,13 +27,25 @@ def test_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
     _native(monkeypatch, native)
     plan = compute.plan_compute("auto", "auto", "cpu", 1)
     assert plan.precision == ("bf16-mixed" if native else "32-true")
-    assert plan.channels_last is native and plan.native_bf16 is native and plan.eval_precision == "32"
+    assert plan.native_bf16 is native and plan.eval_precision == "32"
     assert "patched" in plan.reason and plan.precision in compute.describe(plan)
+
+
+@pytest.mark.parametrize("native, capability, layout", [(True, "AVX512_BF16", True), (False, "AVX2", True),
+                                                        (False, "DEFAULT", False), (False, "SVE256", False)])
+def test_auto_layout_is_the_one_measured_for_the_processor(monkeypatch, native, capability, layout):
+    _native(monkeypatch, native, capability)
+    plan = compute.plan_compute("auto", "auto", "cpu", 1)
+    assert plan.channels_last is layout
+    line = compute.describe(plan)
+    assert ("channels_last" if layout else "NCHW") in line and "data.channels_last=auto" in line
+    if not layout:
+        assert f"no measurement for fp32 on {capability}" in line  # an unmeasured processor keeps the default, and says so
 
 
 def test_explicit_settings_win(monkeypatch):
     _native(monkeypatch, True)
-    plan = compute.plan_compute("32-true", "auto", "cpu", 1)
+    plan = compute.plan_compute("32-true", False, "cpu", 1)
     assert (plan.precision, plan.channels_last) == ("32-true", False)  # trainer.precision=32-true forces fp32
     assert compute.plan_compute("auto", True, "cpu", 1).channels_last is True
     gpu = compute.plan_compute("auto", "auto", "gpu", 1)
@@ -73,7 +88,7 @@ def test_run_records_its_choice_and_predict_matches_it_in_fp32(synthetic_root, t
     finally:
         torch.set_num_threads(threads)
     rec = results["compute"]
-    assert rec["precision"] == ("bf16-mixed" if native else "32-true") and rec["channels_last"] is native
+    assert rec["precision"] == ("bf16-mixed" if native else "32-true") and rec["channels_last"] is True  # both measured
     assert rec["native_bf16"] is native and rec["threads"] == 1 and rec["eval_precision"] == "32"
     assert results["test"]["acc"] > 0.5  # 8 classes: chance is 0.125
     # The checkpoint loads for predict in fp32 and gives the test step's own predictions.

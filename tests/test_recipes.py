@@ -56,8 +56,12 @@ def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_pat
     else:
         assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr in (1e-4, 1e-3)
         assert cfg.callbacks.early_stopping.patience == 5 and cfg.trainer.max_epochs == 40 and not cfg.model.tta
-    # precise BatchNorm statistics for the test in `study` only: `keras` stays the strict port
-    assert (cfg.callbacks.get("precise_bn") or {}).get("when") == ("test" if recipe == "study" else None)
+    # validation on precise BatchNorm statistics (a 2,048-image stratified sample) in `study` only: `keras` stays the
+    # strict port
+    precise = cfg.callbacks.get("precise_bn") or {}
+    assert precise.get("when") == ("validation" if recipe == "study" else None)
+    if recipe == "study":
+        assert precise.max_images == 2048 and precise.seed == cfg.seed
 
 
 def test_the_command_line_sets_the_strong_schedule_for_any_experiment(tmp_path):

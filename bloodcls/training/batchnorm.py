@@ -4,16 +4,16 @@ With Keras's BatchNorm (momentum 0.01 in PyTorch terms) the running statistics a
 average of batch statistics taken under dropout while the weights move, so the validation loss that
 early stopping and the plateau schedule read depends as much on that estimate as on the weights: on
 this project's CPU runs the *same* weights (identical training losses through epoch 7) scored 86.8 %
-or 81.4 % validation accuracy with momentum 0.01 or 0.1 (docs/results/batchnorm-statistics.md). Recomputing the
-statistics as an exact average over the training split, dropout off and no augmentation (Wu &
-Johnson, "Rethinking 'Batch' in BatchNorm", 2021: "precise BN"), before each validation or once for
-the weights the test scores, takes that estimate out; the checkpoint then holds the recomputed
-statistics, so test, predict and export agree.
+or 81.4 % validation accuracy with momentum 0.01 or 0.1 (docs/results/batchnorm-statistics.md), and the
+runs that early-stopped within 11 epochs were stopped by the estimate, not by the weights
+(docs/results/study-table-cpu.md). Recomputing the statistics as an exact average over training images,
+dropout off and no augmentation (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021: "precise BN"),
+before each validation takes that estimate out; the checkpoint then holds the recomputed statistics, so
+test, predict and export read what validation read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
@@ -22,33 +22,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
+from bloodcls.common.sampling import stratified_sample
+from bloodcls.models.batchnorm import recompute_batchnorm
 from bloodcls.schema import check_value
 
-
-@torch.no_grad()
-def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Set every BatchNorm's running mean/variance to their average over ``batches``; returns the batch count.
-
-    The network runs in eval mode except its BatchNorm layers (so dropout is off); each layer's
-    momentum and the network's train/eval mode are restored afterwards.
-    """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return 0
-    was_training, momenta = net.training, [m.momentum for m in norms]
-    net.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches seen
-        m.train()
-    count = 0
-    for x in batches:
-        net(x)
-        count += 1
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    net.train(was_training)
-    return count
+__all__ = ["PreciseBatchNorm", "recompute_batchnorm", "write_statistics"]
 
 
 class PreciseBatchNorm(Callback):
@@ -58,14 +36,20 @@ class PreciseBatchNorm(Callback):
     the checkpoints read statistics that are exact for the current weights. ``when="test"``: once, for
     the weights the test scores (the restored best checkpoint); training and the choice of checkpoint
     are untouched, and the recomputed statistics are written into that checkpoint, so predict and
-    export use what the test used. Uses the datamodule's in-memory training images (``max_batches`` of
-    them at the evaluation batch size, all by default), prepared as for evaluation: uint8 -> float in
-    [0, 1], no augmentation. Every process uses the whole split, so DDP ranks agree.
+    export use what the test used. Uses ``max_images`` of the datamodule's in-memory training images
+    (all of them when None), a seeded sample stratified by class (:func:`stratified_sample`: the same
+    images at every validation of a run, each class in its share of the split; a folder dataset's arrays
+    are in class order, so the first N would be the first classes), prepared as for evaluation: uint8 ->
+    float in [0, 1], no augmentation. Every process uses the same images, so DDP ranks agree.
     """
 
-    def __init__(self, when: str = "validation", max_batches: int | None = None) -> None:
+    def __init__(self, when: str = "validation", max_images: int | None = None, seed: int = 0) -> None:
         check_value("callbacks.precise_bn.when", when)  # bloodcls.schema.PRECISE_BN_WHEN
-        self.when, self.max_batches = when, max_batches
+        if max_images is not None and (not isinstance(max_images, int) or isinstance(max_images, bool)
+                                       or max_images < 1):
+            raise ValueError(f"callbacks.precise_bn.max_images must be a whole number >= 1 or null, got {max_images!r}")
+        self.when, self.max_images, self.seed = when, max_images, seed
+        self._sample: tuple[int, torch.Tensor] | None = None  # (split size, indices)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.when == "validation" and not trainer.sanity_checking and not _frozen(pl_module):
@@ -81,17 +65,25 @@ class PreciseBatchNorm(Callback):
         if path and own and path.parent.resolve() == Path(own).resolve() and trainer.is_global_zero:
             write_statistics(path, pl_module)
 
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        """The indices of the training images the statistics are recomputed from (drawn once per run)."""
+        if self._sample is None or self._sample[0] != len(labels):
+            indices = stratified_sample(labels.cpu().numpy(), self.max_images, self.seed)
+            self._sample = (len(labels), torch.from_numpy(indices))
+        return self._sample[1]
+
     def _recompute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not datamodule.splits:
             datamodule.setup()
-        images = datamodule.splits["train"][0]
+        images, labels = datamodule.splits["train"]
+        chosen = self.sample(labels).to(images.device)
         size = datamodule.eval_batch_size
-        stop = len(images) if self.max_batches is None else min(len(images), self.max_batches * size)
 
         def batches():
-            for start in range(0, stop, size):
-                yield datamodule.prepare_batch(images[start:start + size].to(pl_module.device), train=False)
+            for start in range(0, len(chosen), size):
+                x = images[chosen[start:start + size]]
+                yield datamodule.prepare_batch(x.to(pl_module.device), train=False)
 
         # The statistics of the activations evaluation will see: fp32 on a CPU (the module evaluates there in
         # fp32 even when training in bf16), the trainer's precision elsewhere.
