@@ -1,19 +1,22 @@
-"""Did early stopping stop on the weights or on lagging BatchNorm statistics? Score a run's checkpoints both ways.
+"""Did early stopping stop on the weights or on the BatchNorm statistics? Score a run's checkpoints both ways.
 
-    OMP_NUM_THREADS=1 python scripts/precise_bn_check.py <run> [<run> ...] [--max-images N] [--json out.json]
+    OMP_NUM_THREADS=1 python scripts/precise_bn_check.py <run or sweep> [...] [--max-images N] [--json out.json]
+        [--table]
 
-For each run, ``last.ckpt`` (the weights early stopping gave up on) is scored on validation and test with the
-running statistics it trained with (what the run's early stopping read) and again with precise statistics
-recomputed over the training split (:func:`bloodcls.training.batchnorm.recompute_batchnorm`, what
-``+ablation=precise_bn`` would have read). ``best.ckpt`` already holds precise statistics (the test rewrote
-them), so it is scored once. If ``last`` with precise statistics beats ``best`` on validation, the run stopped on
-the statistics, not the weights. docs/results/study-table-cpu.md reports what this printed.
+For each run, ``best.ckpt`` (the epoch early stopping kept) and ``last.ckpt`` (the epoch it gave up on) are
+scored on validation with the statistics they hold (``saved``: the running average under
+``+ablation=running_bn``'s training, the 2,048-image recomputation under ``recipe=study``'s) and again with
+statistics recomputed over the whole training split (``exact``, :func:`bloodcls.models.batchnorm.recompute_batchnorm`).
+Early stopping *fired on noise* when the weights it gave up on read better on exact statistics (lower validation
+loss) than the weights it kept. ``--table`` prints the choice of docs/results/validation-statistics.md, one row
+per recipe, from validation only; the test accuracies come after, in a second table, once the choice is made.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from bloodcls.common.tensors import to_float_images
 from bloodcls.data.files import class_weights
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.finished_run import FinishedRun
-from bloodcls.training.batchnorm import recompute_batchnorm
+from bloodcls.models.batchnorm import recompute_batchnorm
 
 BATCH = 256
 
@@ -42,36 +45,91 @@ def _score(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, wei
             "loss": round(F.cross_entropy(logits, labels, weight=weights).item(), 4)}
 
 
-def check(folder: Path, max_images: int | None) -> dict:
+def check(folder: Path, max_images: int | None = None) -> dict:
     run = FinishedRun.open(folder)
     splits = {k: (torch.from_numpy(x), torch.from_numpy(y).flatten().long()) for k, (x, y) in run.load_splits().items()}
     weights = class_weights(splits["train"][1])
-    out: dict = {"run": run.name, "experiment": run.experiment, "seed": run.seed}
+    config = run.results.config if run.results else {}
+    out: dict = {"run": run.name, "experiment": run.experiment, "seed": run.seed,
+                 "recipe": run.results.recipe_label if run.results else None,
+                 "epochs": len(run.results.history) if run.results else None,
+                 "max_epochs": (config.get("trainer") or {}).get("max_epochs")}
     for which in ("best", "last"):
         model = load_trained(run.paths.checkpoints / f"{which}.ckpt")
         net = model.net.to(memory_format=torch.channels_last).eval()
-        row: dict = {"epoch": int(model.info.get("epoch", -1)) + 1}
-        if which == "last":  # best.ckpt's statistics were made precise by the run's test
-            row["running"] = {s: _score(net, *splits[s], weights) for s in ("val", "test")}
-            recompute_batchnorm(net, _batches(splits["train"][0], max_images))
-        row["precise"] = {s: _score(net, *splits[s], weights) for s in ("val", "test")}
+        row: dict = {"epoch": int(model.info.get("epoch", -1)) + 1,
+                     "saved": {s: _score(net, *splits[s], weights) for s in ("val", "test")}}
+        recompute_batchnorm(net, _batches(splits["train"][0], max_images))
+        row["exact"] = {s: _score(net, *splits[s], weights) for s in ("val", "test")}
         out[which] = row
         print(f"{run.name} {which} (epoch {row['epoch']}): " + "; ".join(
-            f"{kind} val {r['val']['acc']} % (loss {r['val']['loss']}), test {r['test']['acc']} %"
-            for kind, r in row.items() if kind != "epoch"), flush=True)
+            f"{kind} val {row[kind]['val']['acc']} % (loss {row[kind]['val']['loss']})" for kind in ("saved", "exact")),
+            flush=True)
+    out["early_stopped"] = out["epochs"] is not None and out["max_epochs"] is not None and out["epochs"] < out["max_epochs"]
+    out["stopped_on_noise"] = out["early_stopped"] and out["last"]["exact"]["val"]["loss"] < out["best"]["exact"]["val"]["loss"]
     return out
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}" if values else "–"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def choice_table(rows: list[dict]) -> str:
+    """Validation only: per recipe and experiment, the kept epoch's validation loss on exact statistics and how often
+    early stopping fired on noise."""
+    lines = ["| experiment | recipe | runs | epochs trained | kept epoch | kept val loss, exact statistics | "
+             "early stopped | stopped on noise |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["experiment"], r["recipe"]), []).append(r)
+    for (experiment, recipe), runs in sorted(groups.items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        lines.append(f"| {experiment} | `{recipe}` | {len(runs)} | {' / '.join(str(r['epochs']) for r in runs)} | "
+                     f"{' / '.join(str(r['best']['epoch']) for r in runs)} | "
+                     f"{_mean_std([r['best']['exact']['val']['loss'] for r in runs], 4)} | "
+                     f"{sum(r['early_stopped'] for r in runs)} of {len(runs)} | "
+                     f"{sum(r['stopped_on_noise'] for r in runs)} of {len(runs)} |")
+    return "\n".join(lines)
+
+
+def test_table(rows: list[dict]) -> str:
+    """After the choice: the test accuracy of the kept checkpoint as the run scored it (saved statistics)."""
+    lines = ["| experiment | recipe | seeds | test acc (%), kept checkpoint | per seed |", "|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["experiment"], r["recipe"]), []).append(r)
+    for (experiment, recipe), runs in sorted(groups.items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        accs = [r["best"]["saved"]["test"]["acc"] for r in runs]
+        lines.append(f"| {experiment} | `{recipe}` | {', '.join(str(r['seed']) for r in runs)} | "
+                     f"{_mean_std(accs, 2)} | {' / '.join(f'{a:.2f}' for a in accs)} |")
+    return "\n".join(lines)
+
+
+def run_folders(targets: list[Path]) -> list[Path]:
+    """Run folders as given, and the completed runs of sweep folders (``<sweep>/runs/*``)."""
+    found = []
+    for target in targets:
+        runs = target / "runs"
+        found += sorted(p for p in runs.iterdir() if (p / "results.json").is_file()) if runs.is_dir() else [target]
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders or sweep folders")
     parser.add_argument("--max-images", type=int, default=None, help="training images for the statistics (all)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--table", action="store_true", help="print the choice (validation) and then the test table")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = [check(folder, args.max_images) for folder in args.runs]
+    results = [check(folder, args.max_images) for folder in run_folders(args.runs)]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if args.table:
+        print("\n" + choice_table(results) + "\n\nAfter the choice, the test:\n\n" + test_table(results))
 
 
 if __name__ == "__main__":

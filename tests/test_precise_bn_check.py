@@ -1,25 +1,48 @@
-"""scripts/precise_bn_check.py, whose figures docs/results/study-table-cpu.md quotes, on a finished synthetic run."""
+"""scripts/precise_bn_check.py, whose figures docs/results/validation-statistics.md quotes, on a finished synthetic run."""
 
 import json
 import runpy
 
+import pytest
+
 from tests.helpers import REPO
 
+SCRIPT = runpy.run_path(str(REPO / "scripts" / "precise_bn_check.py"))
 
-def test_precise_bn_check_scores_best_as_the_run_did_and_last_both_ways(reference_run, tmp_path, capsys):
+
+def test_precise_bn_check_reads_each_checkpoint_as_the_run_did_and_on_exact_statistics(reference_run, tmp_path):
     run_dir, results = reference_run
     out = tmp_path / "check.json"
-    script = runpy.run_path(str(REPO / "scripts" / "precise_bn_check.py"))
-    script["main"]([str(run_dir), "--json", str(out)])
+    SCRIPT["main"]([str(run_dir), "--json", str(out)])
     [row] = json.loads(out.read_text())
-    # best.ckpt holds the statistics the run's test rewrote: scored again, it reads what the test read
-    # (to one image: the run tested in its own precision).
-    n_test = sum(map(sum, results["test"]["confusion_matrix"]))
-    assert abs(row["best"]["precise"]["test"]["acc"] - 100 * results["test"]["acc"]) <= 100 / n_test + 0.01
-    assert "running" not in row["best"]
-    # last.ckpt: the epoch the run ended on, read with its running statistics and with recomputed ones.
-    assert row["last"]["epoch"] == results["efficiency"]["epochs_run"]
-    for kind in ("running", "precise"):
-        for split in ("val", "test"):
-            assert 0 <= row["last"][kind][split]["acc"] <= 100 and row["last"][kind][split]["loss"] > 0
-    assert f"{row['run']} last (epoch {row['last']['epoch']}): running val" in capsys.readouterr().out
+    n_test, n_val = (results["data"]["split_sizes"][s] for s in ("test", "val"))
+    # best.ckpt as saved reads what the run's test read (to one image: the run tested in its own precision) ...
+    assert abs(row["best"]["saved"]["test"]["acc"] - 100 * results["test"]["acc"]) <= 100 / n_test + 0.01
+    # ... and last.ckpt as saved reads what the run's last validation logged: the checkpoint is written after it
+    last_logged = results["history"][-1]["val/acc"]
+    assert row["last"]["epoch"] == results["efficiency"]["epochs_run"] == len(results["history"])
+    assert abs(row["last"]["saved"]["val"]["acc"] - 100 * last_logged) <= 100 / n_val + 0.01
+    # the synthetic split (192 training images) is smaller than recipe=study's 2,048-image sample, so the run's own
+    # recomputation already was exact: recomputing again changes nothing
+    assert row["best"]["exact"]["val"] == pytest.approx(row["best"]["saved"]["val"], abs=0.02)
+    assert (row["recipe"], row["epochs"], row["max_epochs"]) == ("study", 2, 2)
+    assert not row["early_stopped"] and not row["stopped_on_noise"]  # it ran its 2 epochs: nothing stopped it
+
+
+def _row(seed, epochs, kept_loss, last_loss, recipe="study", acc=95.0):
+    return {"experiment": "baseline_aug", "recipe": recipe, "seed": seed, "epochs": epochs, "max_epochs": 40,
+            "early_stopped": epochs < 40, "stopped_on_noise": epochs < 40 and last_loss < kept_loss,
+            "best": {"epoch": epochs - 5, "exact": {"val": {"loss": kept_loss}}, "saved": {"test": {"acc": acc}}},
+            "last": {"exact": {"val": {"loss": last_loss}}}}
+
+
+def test_the_choice_table_counts_stops_on_noise_from_validation_only():
+    rows = [_row(0, 11, 0.19, 0.17, "study+running_bn", 93.5), _row(1, 18, 0.20, 0.21, "study+running_bn", 94.0),
+            _row(2, 40, 0.15, 0.14, "study+running_bn", 96.0), _row(0, 30, 0.12, 0.13), _row(1, 25, 0.14, 0.15)]
+    table = SCRIPT["choice_table"](rows)
+    assert "| baseline_aug | `study+running_bn` | 3 | 11 / 18 / 40 | 6 / 13 / 35 | 0.1800 ± 0.0265 | 2 of 3 | 1 of 3 |" \
+        in table  # the 40-epoch run did not stop early, so its better last epoch is not a stop on noise
+    assert "| baseline_aug | `study` | 2 | 30 / 25 | 25 / 20 | 0.1300 ± 0.0141 | 2 of 2 | 0 of 2 |" in table
+    assert "test" not in table  # the choice is made without the test split
+    assert "| baseline_aug | `study+running_bn` | 0, 1, 2 | 94.50 ± 1.32 | 93.50 / 94.00 / 96.00 |" \
+        in SCRIPT["test_table"](rows)
