@@ -31,8 +31,11 @@ class Page:
     def changed(self) -> bool:
         return self.old != self.new
 
+    def name(self, root: Path) -> str:
+        return self.path.relative_to(root).as_posix() if self.path.is_relative_to(root) else str(self.path)
+
     def diff(self, root: Path) -> str:
-        name = self.path.relative_to(root).as_posix() if self.path.is_relative_to(root) else str(self.path)
+        name = self.name(root)
         return "".join(difflib.unified_diff(self.old.splitlines(True), self.new.splitlines(True),
                                             f"a/{name}", f"b/{name} (bloodcls tables)"))
 

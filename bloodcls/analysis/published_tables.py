@@ -7,7 +7,9 @@ Three kinds, each named by a marker in the Markdown (:mod:`bloodcls.analysis.pub
 - ``beyond:<footing>``: every other published row (other footings, other experiments), one row per footing
   and experiment;
 - ``seeds:<footing>``: the per-seed detail of one footing (epochs trained, best epoch, test accuracy, commit,
-  date), the seeds still to come included.
+  date), the seeds still to come included;
+- ``footing:<footing>``: what footing.json states (recipe, precision, device, plan, the exact sweep command), so a
+  page quotes the command from its one home.
 """
 
 from __future__ import annotations
@@ -156,6 +158,19 @@ def seeds_table(footing: Footing) -> list[str]:
             "running until its run is published."]
 
 
+def footing_lines(footing: Footing) -> list[str]:
+    """footing.json as a page states it: recipe, precision, device, plan, start, and the sweep command."""
+    spec = footing.spec
+    lines = [f"Recipe `{spec.get('recipe')}`, {precision_label(spec.get('precision'))} (`trainer.precision="
+             f"{spec.get('precision')}`), {str(spec.get('device')).upper()}; experiments "
+             f"{', '.join(f'`{e}`' for e in spec.get('experiments') or [])}; seeds {', '.join(map(str, footing.seeds))}."]
+    if spec.get("started"):
+        lines.append(f"Started {spec['started']}.")
+    if spec.get("sweep"):
+        lines += ["", "```bash", str(spec["sweep"]), "```"]
+    return lines
+
+
 def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: Path, root: Path) -> list[str]:
     """The lines of the table a marker names (``<kind>:<footing>``)."""
     if footing_name not in footings:
@@ -169,5 +184,7 @@ def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: 
         return beyond_table(footings, footing_name, md_path, root)
     if kind == "seeds":
         return seeds_table(footing)
+    if kind == "footing":
+        return footing_lines(footing)
     raise UserError(f"{md_path}: table:{kind}:{footing_name} is no kind of generated table; the kinds are study, "
-                    "beyond and seeds (table:<kind>:<footing>).")
+                    "beyond, seeds and footing (table:<kind>:<footing>).")

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pages = regenerate(root, [f.resolve() for f in args.files] or None, write=not args.check)
     changed = [page for page in pages if page.changed]
     for page in changed:
-        print(page.diff(root) if args.check else f"rewrote {page.path.relative_to(root)}")
+        print(page.diff(root) if args.check else f"rewrote {page.name(root)}")
     if not changed:
         print(f"{len(pages)} page(s) with generated tables, all as the records give them.")
     return 1 if args.check and changed else 0
