@@ -144,9 +144,10 @@ def run_overrides(run: FinishedRun) -> list[str]:
 def record_of(run: FinishedRun) -> tuple[dict[str, Any], list[int]]:
     """(the record, the test labels) of a completed run; a UserError for a run that cannot be published."""
     if not run.ok:
+        then = ("wait until it finishes" if run.outcome == "running" else
+                f"resume it first (`python train.py resume={run.folder}`)")
         raise UserError(f"{run.folder} has not completed (its state: {run.outcome}), so there is nothing to publish. "
-                        "Publish a run once its results.json says completed; resume a stopped one first "
-                        f"(`python train.py resume={run.folder}`).")
+                        f"Publish a run once its results.json says completed: {then}.")
     res = run.results
     assert res is not None  # run.ok
     env, compute = res.environment, res.raw.get("compute") or {}

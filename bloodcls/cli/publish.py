@@ -29,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from bloodcls.analysis.published import publish_many
 
-    for path, outcome in publish_many(args.run, args.footing, force=args.force):
+    done = publish_many(args.run, args.footing, force=args.force)
+    for path, outcome in done:
         print(f"{outcome}: {path}")
-    print("Now regenerate the tables: bloodcls tables")
+    if any(outcome in ("written", "replaced") for _, outcome in done):
+        print("Now regenerate the tables (bloodcls tables) and commit results/ with them.")
     return 0
