@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("bloodcls.cli.export", "export a model to ONNX, TorchScript or safetensors, checked"),
     "robustness": ("bloodcls.cli.robustness", "accuracy of trained runs under 13 lab shifts x 5 severities"),
     "trust": ("bloodcls.cli.trust", "calibration, abstention and the not-a-cell gate of trained runs"),
+    "publish": ("bloodcls.cli.publish", "keep a finished run's record in results/<footing> (the repository's)"),
+    "tables": ("bloodcls.cli.tables", "regenerate the README's and the pages' tables of runs from results/"),
     "ablation": ("bloodcls.cli.ablation", "runs grouped by experiment and recipe, as a table"),
     "bench": ("bloodcls.cli.bench", "time the plain DataLoader path against the fast path"),
     "workspace": ("bloodcls.cli.workspace", "the study's comparison workspace on W&B, from code"),

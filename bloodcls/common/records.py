@@ -1,7 +1,8 @@
 """The JSON records of a run folder as dataclasses: what each file holds, typed once for every reader.
 
 ``results.json`` (training), ``status.json`` (how the run ended), ``robustness/robustness.json`` (the shift suite)
-and ``trust/trust.json`` (the trust report). The top-level keys readers use are fields; nested parts stay the
+and ``trust/trust.json`` (the trust report); and the published record of a finished run kept in the repository
+(``results/<footing>/<experiment>_s<seed>.json``, written by ``bloodcls publish``). The top-level keys readers use are fields; nested parts stay the
 plain dicts the writers made (their keys are documented where they are written), and ``raw`` keeps the whole
 document, so a record can be written back or shown as JSON unchanged. Missing keys take the field's default:
 runs written by older versions still open.
@@ -135,3 +136,44 @@ class TrustRecord:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TrustRecord:
         return _from_dict(cls, doc)
+
+
+@dataclass(frozen=True)
+class PublishedRecord:
+    """``results/<footing>/<experiment>_s<seed>.json``: what the repository keeps of one finished run (written by
+    :mod:`bloodcls.analysis.published` from the run's results.json and status.json; no checkpoints)."""
+
+    experiment: str
+    seed: int
+    recipe: str  # ResultsRecord.recipe_label
+    precision: str  # Lightning's training precision string (results.json's compute.precision)
+    device: dict[str, Any] = field(default_factory=dict)  # kind (cpu | gpu), name, processor, host, threads
+    schema: int = 1
+    model: str | None = None
+    img_size: int | None = None
+    run: str | None = None  # the run folder's name
+    overrides: list[str] = field(default_factory=list)  # the run's command-line overrides (.hydra/overrides.yaml)
+    commit: dict[str, Any] = field(default_factory=dict)  # started, ended
+    finished: str | None = None  # ISO date the run finished (UTC)
+    epochs_trained: int | None = None
+    best_epoch: int | None = None  # counted from 1
+    validation_best: dict[str, Any] = field(default_factory=dict)  # val/acc, val/loss, ... of the best epoch
+    test: dict[str, Any] = field(default_factory=dict)  # acc, f1, scores (flat, as results.json), predictions
+    test_tta: dict[str, Any] | None = None  # acc, f1 with the 8 rotations/flips (model.tta=true)
+    test_split: dict[str, Any] = field(default_factory=dict)  # size, labels_sha256, data_file, data_md5
+    versions: dict[str, Any] = field(default_factory=dict)  # torch, lightning, python
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> PublishedRecord:
+        return _from_dict(cls, doc)
+
+    @property
+    def device_kind(self) -> str | None:
+        return self.device.get("kind")
+
+    @property
+    def acc(self) -> float | None:
+        """Test accuracy in per cent (the tables' unit)."""
+        acc = self.test.get("acc")
+        return None if acc is None else 100 * acc

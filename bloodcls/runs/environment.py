@@ -24,11 +24,25 @@ def device_name(device: torch.device | str | None = None) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says): the published records'
+    processor, which ``device_name`` leaves out (``platform.processor()`` is empty on most Linux machines)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device | str | None = None) -> dict[str, str | None]:
     import lightning
 
     return {
         "device": device_name(device),
+        "processor": processor_name(),
         "commit": git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),

@@ -1,0 +1,190 @@
+"""The tables of training runs, generated from the published records in ``results/`` (never typed by hand).
+
+Three kinds, each named by a marker in the Markdown (:mod:`bloodcls.analysis.published_pages`):
+
+- ``study:<footing>``: the study's seven experiments on one footing, mean ± sample std over seeds, the study's
+  figure beside each and a verdict (:func:`verdict`, the one home of the rule; :data:`VERDICT_RULE` says it);
+- ``beyond:<footing>``: every other published row (other footings, other experiments), one row per footing
+  and experiment;
+- ``seeds:<footing>``: the per-seed detail of one footing (epochs trained, best epoch, test accuracy, commit,
+  date), the seeds still to come included;
+- ``footing:<footing>``: what footing.json states (recipe, precision, device, plan, the exact sweep command), so a
+  page quotes the command from its one home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bloodcls.analysis.published import Footing, precision_label
+from bloodcls.common.markdown import md_table, number
+from bloodcls.common.records import PublishedRecord
+from bloodcls.common.stats import mean_std, plus_minus
+from bloodcls.errors import UserError
+from bloodcls.models import study
+
+REACHES, WITHIN, SHORT = "reaches the study", "within its spread", "falls short"
+VERDICT_RULE = ("Verdict, figures compared as printed (two decimals): **reaches the study** when the mean is at or "
+                "above the study's figure, **within its spread** when it is below by at most one sample standard "
+                "deviation over the seeds, **falls short** when it is below by more. A row gets its verdict when "
+                "all of the footing's seeds are in; until then it says which seeds are in.")
+STD_TARGET = 1.0  # issue 39: a sample std of at most one point on at least five of the seven rows
+
+
+def verdict(mean: float, std: float, study_acc: float) -> str:
+    """Where a row stands against the study's single run, on the figures as the table prints them."""
+    mean, std, gap = round(mean, 2), round(std, 2), round(study_acc - round(mean, 2), 2)
+    if mean >= study_acc:
+        return REACHES
+    return WITHIN if gap <= std else SHORT
+
+
+def accuracies(records: list[PublishedRecord]) -> list[float]:
+    return [r.acc for r in records if r.acc is not None]
+
+
+def seeds_cell(records: list[PublishedRecord], planned: list[int]) -> str:
+    """"0, 1, 2" once every planned seed is in; else which are in and which are still running."""
+    have = [r.seed for r in records]
+    missing = [s for s in planned if s not in have]
+    if not missing:
+        return ", ".join(map(str, have))
+    running = ", ".join(map(str, missing))
+    return f"{', '.join(map(str, have))} in; {running} running" if have else f"running: {running}"
+
+
+def acc_cell(records: list[PublishedRecord], bold: bool = False) -> str:
+    accs = accuracies(records)
+    if not accs:
+        return "running"
+    text = f"{accs[0]:.2f}" if len(accs) == 1 else plus_minus(*mean_std(accs))
+    return f"**{text}**" if bold else text
+
+
+def device_cell(footing: Footing, records: list[PublishedRecord]) -> str:
+    """The processors (CPU) or GPUs the records ran on, else the footing's kind of device."""
+    kind = str(footing.spec.get("device", "")).upper()
+    names = sorted({str(r.device.get("processor") or r.device.get("name")) for r in records if r.device})
+    if kind == "CPU":
+        names = [f"CPU ({n})" if not n.startswith("CPU") else n for n in names]
+    return ", ".join(names) or kind or "–"
+
+
+def link(footing: Footing, md_path: Path, root: Path) -> str:
+    """A link from ``md_path`` to the footing's page (footing.json's ``page``, relative to the repository)."""
+    page = footing.spec.get("page")
+    if not page:
+        return "–"
+    rel = os.path.relpath(root / page, md_path.parent)
+    return f"[{footing.name}]({Path(rel).as_posix()})"
+
+
+def study_table(footing: Footing, md_path: Path, root: Path) -> list[str]:
+    """The study's seven rows on one footing, each beside the study's figure, with its verdict."""
+    rows, complete = [], []
+    for exp in study.EXPERIMENTS:
+        records, ref = footing.of(exp), study.PERFORMANCE[exp]["acc"]
+        accs = accuracies(records)
+        done = bool(accs) and all(s in [r.seed for r in records] for s in footing.seeds)
+        mean, std = mean_std(accs) if accs else (None, None)
+        if done:
+            complete.append(std)
+        per_seed = " / ".join(f"{a:.2f}" for a in accs) or "–"
+        rows.append([exp, str(study.COUNTS[exp]["img_size"]), acc_cell(records, bold=True), per_seed,
+                     seeds_cell(records, footing.seeds), device_cell(footing, records), number(ref),
+                     verdict(mean, std, ref) if done else "running"])
+    header = ["experiment", "input (px)", "test acc (%)", "per seed", "seeds", "device", "study", "verdict"]
+    published = len(footing.records)
+    planned = len(study.EXPERIMENTS) * len(footing.seeds)
+    spread = (f" Rows with a sample std ≤ {STD_TARGET:.1f}: {sum(round(s, 2) <= STD_TARGET for s in complete)} "
+              f"of the {len(complete)} complete." if complete else "")
+    return [*md_table(header, rows), "",
+            f"Footing `{footing.name}`: recipe `{footing.spec.get('recipe')}`, "
+            f"{precision_label(footing.spec.get('precision'))}, {str(footing.spec.get('device')).upper()}; "
+            f"{published} of the {planned} runs published.{spread} Per seed: {link(footing, md_path, root)}.",
+            "", VERDICT_RULE]
+
+
+def beyond_table(footings: dict[str, Footing], study_footing: str, md_path: Path, root: Path) -> list[str]:
+    """One row per footing and experiment, except the study's seven rows on ``study_footing``."""
+    rows = []
+    for name, footing in sorted(footings.items()):
+        for exp in footing.experiments:
+            if name == study_footing and exp in study.EXPERIMENTS:
+                continue
+            records = footing.of(exp)
+            ref = study.PERFORMANCE.get(exp, {}).get("acc")
+            tta = [100 * r.test_tta["acc"] for r in records if r.test_tta and r.test_tta.get("acc") is not None]
+            size = next((r.img_size for r in records if r.img_size), None) or study.COUNTS.get(exp, {}).get("img_size")
+            rows.append([exp, number(size, 0), f"`{footing.spec.get('recipe')}`",
+                         precision_label(footing.spec.get("precision")), device_cell(footing, records),
+                         acc_cell(records), plus_minus(*mean_std(tta)) if tta else "–",
+                         seeds_cell(records, footing.seeds), number(ref), link(footing, md_path, root)])
+    if not rows:
+        return ["No run beyond the study's seven rows is published yet."]
+    return md_table(["experiment", "input (px)", "recipe", "precision", "device", "test acc (%)", "TTA x8 (%)",
+                     "seeds", "study", "page"], rows)
+
+
+def short_commit(commit: str | None) -> str:
+    """``272a52c26cae-dirty`` -> ``272a52c-dirty``: seven digits, and whether the checkout had local changes."""
+    text = str(commit or "–")
+    return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
+
+
+def _commit(record: PublishedRecord) -> str:
+    started, ended = (short_commit(record.commit.get(k)) for k in ("started", "ended"))
+    return f"`{started}`" if started == ended else f"`{started}`, ended at `{ended}`"
+
+
+def seeds_table(footing: Footing) -> list[str]:
+    """Every planned (experiment, seed) of the footing, and any other published one, with its figures."""
+    rows = []
+    for exp in footing.experiments:
+        have = {r.seed: r for r in footing.of(exp)}
+        for seed in sorted(set(footing.seeds) | set(have)):
+            r = have.get(seed)
+            if r is None:
+                rows.append([exp, str(seed), "running", "–", "–", "–", "–", "–"])
+                continue
+            f1 = r.test.get("f1")
+            finished = (r.finished or "–").replace("T", " ")[:16]
+            rows.append([exp, str(seed), str(r.epochs_trained), str(r.best_epoch), number(r.acc),
+                         number(None if f1 is None else 100 * f1), _commit(r), finished])
+    return [*md_table(["experiment", "seed", "epochs trained", "best epoch (from 1)", "test acc (%)",
+                       "macro F1 (×100)", "commit", "finished (UTC)"], rows), "",
+            "Generated from the records in `results/" + footing.name + "/` by `bloodcls tables`; a row says "
+            "running until its run is published."]
+
+
+def footing_lines(footing: Footing) -> list[str]:
+    """footing.json as a page states it: recipe, precision, device, plan, start, and the sweep command."""
+    spec = footing.spec
+    lines = [f"Recipe `{spec.get('recipe')}`, {precision_label(spec.get('precision'))} (`trainer.precision="
+             f"{spec.get('precision')}`), {str(spec.get('device')).upper()}; experiments "
+             f"{', '.join(f'`{e}`' for e in spec.get('experiments') or [])}; seeds {', '.join(map(str, footing.seeds))}."]
+    if spec.get("started"):
+        lines.append(f"Started {spec['started']}.")
+    if spec.get("sweep"):
+        lines += ["", "```bash", str(spec["sweep"]), "```"]
+    return lines
+
+
+def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: Path, root: Path) -> list[str]:
+    """The lines of the table a marker names (``<kind>:<footing>``)."""
+    if footing_name not in footings:
+        raise UserError(f"{md_path}: the marker table:{kind}:{footing_name} names a footing that {root / 'results'} "
+                        f"does not hold (there: {', '.join(sorted(footings)) or 'none'}). Fix the marker, or create "
+                        f"results/{footing_name}/footing.json (`bloodcls publish <run> results/{footing_name}`).")
+    footing = footings[footing_name]
+    if kind == "study":
+        return study_table(footing, md_path, root)
+    if kind == "beyond":
+        return beyond_table(footings, footing_name, md_path, root)
+    if kind == "seeds":
+        return seeds_table(footing)
+    if kind == "footing":
+        return footing_lines(footing)
+    raise UserError(f"{md_path}: table:{kind}:{footing_name} is no kind of generated table; the kinds are study, "
+                    "beyond, seeds and footing (table:<kind>:<footing>).")
