@@ -139,8 +139,8 @@ def test_a_row_still_running_says_which_seeds_are_in():
         def __init__(self, seed):
             self.seed = seed
 
-    assert seeds_cell([R(0), R(2)], [0, 1, 2]) == "0, 2 in; 1 running"
-    assert seeds_cell([], [0, 1, 2]) == "running: 0, 1, 2"
+    assert seeds_cell([R(0), R(2)], [0, 1, 2]) == "0, 2 in; 1 pending"
+    assert seeds_cell([], [0, 1, 2]) == "pending: 0, 1, 2"
     assert seeds_cell([R(0), R(1), R(2)], [0, 1, 2]) == "0, 1, 2"
 
 

@@ -45,19 +45,20 @@ def accuracies(records: list[PublishedRecord]) -> list[float]:
 
 
 def seeds_cell(records: list[PublishedRecord], planned: list[int]) -> str:
-    """"0, 1, 2" once every planned seed is in; else which are in and which are still running."""
+    """"0, 1, 2" once every planned seed is in; else which are in and which are pending (training or queued: a
+    record exists only once its run has finished)."""
     have = [r.seed for r in records]
     missing = [s for s in planned if s not in have]
     if not missing:
         return ", ".join(map(str, have))
-    running = ", ".join(map(str, missing))
-    return f"{', '.join(map(str, have))} in; {running} running" if have else f"running: {running}"
+    pending = ", ".join(map(str, missing))
+    return f"{', '.join(map(str, have))} in; {pending} pending" if have else f"pending: {pending}"
 
 
 def acc_cell(records: list[PublishedRecord], bold: bool = False) -> str:
     accs = accuracies(records)
     if not accs:
-        return "running"
+        return "pending"
     text = f"{accs[0]:.2f}" if len(accs) == 1 else plus_minus(*mean_std(accs))
     return f"**{text}**" if bold else text
 
@@ -93,7 +94,7 @@ def study_table(footing: Footing, md_path: Path, root: Path) -> list[str]:
         per_seed = " / ".join(f"{a:.2f}" for a in accs) or "–"
         rows.append([exp, str(study.COUNTS[exp]["img_size"]), acc_cell(records, bold=True), per_seed,
                      seeds_cell(records, footing.seeds), device_cell(footing, records), number(ref),
-                     verdict(mean, std, ref) if done else "running"])
+                     verdict(mean, std, ref) if done else "pending"])
     header = ["experiment", "input (px)", "test acc (%)", "per seed", "seeds", "device", "study", "verdict"]
     published = len(footing.records)
     planned = len(study.EXPERIMENTS) * len(footing.seeds)
@@ -146,7 +147,7 @@ def seeds_table(footing: Footing) -> list[str]:
         for seed in sorted(set(footing.seeds) | set(have)):
             r = have.get(seed)
             if r is None:
-                rows.append([exp, str(seed), "running", "–", "–", "–", "–", "–"])
+                rows.append([exp, str(seed), "pending", "–", "–", "–", "–", "–"])
                 continue
             f1 = r.test.get("f1")
             finished = (r.finished or "–").replace("T", " ")[:16]
@@ -155,7 +156,7 @@ def seeds_table(footing: Footing) -> list[str]:
     return [*md_table(["experiment", "seed", "epochs trained", "best epoch (from 1)", "test acc (%)",
                        "macro F1 (×100)", "commit", "finished (UTC)"], rows), "",
             "Generated from the records in `results/" + footing.name + "/` by `bloodcls tables`; a row says "
-            "running until its run is published."]
+            "pending (training or queued) until its run is published."]
 
 
 def footing_lines(footing: Footing) -> list[str]:
