@@ -43,7 +43,7 @@ def write_files(evaluation: Evaluation, files: EvaluationFiles) -> EvaluationFil
     write_json(files.report, evaluation.report)
 
     def rows(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:  # folder labels in any script
             writer = csv.DictWriter(fh, fieldnames=ROW_FIELDS)
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in evaluation.rows)

@@ -8,7 +8,8 @@ Two layouts (``data=folder data.path=...``):
   text, split ``train``, ``val`` or ``test`` on every row or on none.
 
 Class names are the folder names (or the CSV's labels), sorted as ImageFolder sorts them; a label's index is its
-place in that order. Each image is read by :func:`bloodcls.common.images.load_image`, the reader predict and the
+place in that order. Two names that read as one (:func:`bloodcls.data.class_names.normalise`: ``Lymphocytes`` and
+``lymphocyte``) are refused, as a model's classes are matched by that form. Each image is read by :func:`bloodcls.common.images.load_image`, the reader predict and the
 demo use (RGB, centre square, Pillow bicubic resize as the MedMNIST+ files were made), once per process.
 Files that are not images, or that cannot be read, are listed with their count in a warning and skipped (and kept
 in the run's results.json); what makes a folder unusable is one :class:`DataError` paragraph.
@@ -25,6 +26,7 @@ import numpy as np
 from torchvision.datasets.folder import find_classes, make_dataset
 
 from bloodcls.common.images import IMAGE_SUFFIXES, ImageError, load_image
+from bloodcls.data.class_names import FOLDER_FIX, keyed
 from bloodcls.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,7 @@ def _checked(files: LabelledFiles, min_classes: int = 2) -> LabelledFiles:
     if len(files.class_names) < min_classes:
         raise DataError(f"data.path={files.source} has one class ({listing(files.class_names)}); a classifier "
                         f"needs at least two. {LAYOUT}")
+    keyed(files.class_names, f"The classes of data.path={files.source}", FOLDER_FIX)  # as a model's are matched
     return files
 
 

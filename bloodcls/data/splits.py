@@ -104,7 +104,7 @@ def _fold(split: np.ndarray, labels: np.ndarray, folds: int, fold: int, seed: in
 def write_split(path: str | Path, files: LabelledFiles, split: list[str]) -> None:
     """``path,label,split`` per image, atomically (a killed job never leaves half a split)."""
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:  # class names in any script, on any locale
             out = csv.writer(fh)
             out.writerow(COLUMNS)
             out.writerows((e.path, e.label, s) for e, s in zip(files.entries, split, strict=True))
@@ -116,9 +116,9 @@ def read_split(path: str | Path, root: Path, source: Path) -> LabelledFiles:
     """A split file back as labelled files (``root``: the folder its paths are relative to)."""
     path = Path(path)
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error) as err:
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"The run's split file {path} cannot be read ({err}); it is the run's record of which image "
                         "is in which split. Restore it from a copy, or start a new run.") from None
     if not rows or any(set(COLUMNS) - set(r) or r["split"] not in SPLIT_NAMES for r in rows):

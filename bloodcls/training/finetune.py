@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bloodcls.common.checkpoints import CHECKPOINT_HINT, CheckpointError, network_state, read_checkpoint
-from bloodcls.data.class_names import ClassMatch, load_class_map, match_classes
-from bloodcls.errors import DataError, UserError
+from bloodcls.data.class_names import ClassMatch, NoClassInCommon, load_class_map, match_classes
+from bloodcls.errors import UserError
 from bloodcls.uncertainty.ood import feature_layer
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def match_start(start: Start, class_names: list[str], class_map: str | None) -> 
     mapping = load_class_map(class_map)
     try:
         start.match = match_classes(class_names, model_names, mapping, source="the run's data")
-    except DataError:
+    except NoClassInCommon:
         if mapping:
             raise
         start.match = ClassMatch(list(class_names), model_names, {}, list(class_names))
