@@ -1,7 +1,9 @@
-"""Fine-tuning (init_from=): matched classes keep their output rows, new ones start fresh, model.freeze=backbone
-trains the head only, bad files are one paragraph, and results.json shows the starting scores beside the new."""
+"""Fine-tuning (init_from=): matched classes keep their output rows (in whatever order and script the run names
+them), new ones start fresh, model.freeze=backbone trains the head only, bad files are one paragraph, results.json
+shows the starting scores beside the new, and a resumed fine-tune no longer needs the init_from file."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -59,6 +61,31 @@ def test_matched_rows_are_kept_and_new_ones_fresh(lab, baseline_ckpt):
             assert torch.equal(value, old)
     assert start.record()["matched"] == {"Basophils": "basophil", "eosinophil": "eosinophil",
                                          "ERYTHROBLAST": "erythroblast"}
+
+
+def test_rows_follow_the_classes_in_another_order_and_script(lab, baseline_ckpt, tmp_path):
+    """The run's classes in an order unlike the checkpoint's (and named in Chinese and French): each matched row is
+    the checkpoint's row of that class, wherever the run puts it."""
+    run_classes = ["血小板", "blast", "Lymphocytes", "Érythroblastes", "嗜碱性粒细胞", "Monocytes"]
+    expected = {0: 7, 2: 4, 3: 2, 4: 0, 5: 5}  # run row -> checkpoint row (platelet, lymphocyte, erythroblast, ...)
+    (tmp_path / "map.yaml").write_text("血小板: platelet\nérythroblaste: erythroblast\n嗜碱性粒细胞: basophil\n",
+                                       encoding="utf-8")
+    cfg = _cfg(lab, baseline_ckpt)
+    start = finetune.read_start(cfg)
+    model = instantiate(cfg.model, num_classes=len(run_classes), class_names=run_classes)
+    fresh = {k: v.clone() for k, v in model.net.state_dict().items()}
+    match = finetune.match_start(start, run_classes, str(tmp_path / "map.yaml"))
+    assert {run_classes.index(f): i for f, i in match.index.items()} == expected and match.unknown == ["blast"]
+    finetune.transfer(model.net, start)
+    head, _ = finetune.feature_layer(model.net)
+    for suffix in ("weight", "bias"):
+        new, old = model.net.state_dict()[f"{head}.{suffix}"], start.state[f"{head}.{suffix}"]
+        for row, ckpt_row in expected.items():
+            assert torch.equal(new[row], old[ckpt_row]), (suffix, run_classes[row])
+        assert torch.equal(new[1], fresh[f"{head}.{suffix}"][1])  # blast: the fresh row
+    assert start.record()["matched"] == {"血小板": "platelet", "Lymphocytes": "lymphocyte",
+                                         "Érythroblastes": "erythroblast", "嗜碱性粒细胞": "basophil",
+                                         "Monocytes": "monocyte"}
 
 
 def test_a_class_map_matches_the_rest(lab, baseline_ckpt, tmp_path):
@@ -123,3 +150,25 @@ def test_a_fine_tune_reports_the_starting_scores(lab, trained_checkpoint, tmp_pa
     assert before["acc"] <= 0.75 and before["acc_known_classes"] > 0.5  # it knows the three it was trained on
     assert results["test"]["acc"] > before["acc"]  # fine-tuning learnt the new class
     assert results["summary"]["init_from/test_acc"] == before["acc"]
+
+
+def test_a_resumed_fine_tune_does_not_read_the_init_from_file_again(lab, baseline_ckpt, tmp_path):
+    """The run stops after epoch 0, its init_from file moves away, and resume= still continues it from last.ckpt,
+    with the starting scores and class matching the run recorded when it began."""
+    start_file, out = tmp_path / "start.ckpt", tmp_path / "run"
+    shutil.copy(baseline_ckpt, start_file)
+    crash = ["+callbacks.crash._target_=tests.plants.Crash", "+callbacks.crash.epoch=1",
+             f"+callbacks.crash.marker={tmp_path / 'fired'}"]
+    with pytest.raises(RuntimeError, match="planted crash"):
+        train(_cfg(lab, start_file, out, *crash), output_dir=out)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    kept = next(v for k, v in last["callbacks"].items() if "StartRecord" in k)
+    assert last["epoch"] == 0 and kept["matched"]["Basophils"] == "basophil" and kept["test"]["images"] == 16
+    start_file.rename(tmp_path / "moved.ckpt")
+
+    argv = ["train.py", f"resume={out}", f"init_from={start_file}", "model=baseline", "data.img_size=28"]
+    assert init_from_argv(argv) == argv  # train.py reads nothing: the run's overrides already name its network
+    results = train(_cfg(lab, start_file, out, *crash, f"resume={out}"), output_dir=out)
+    assert [r["epoch"] for r in results["history"]] == [0, 1] and results["status"] == "completed"
+    assert results["init_from"] == kept and results["init_from"]["new_classes"] == ["blast"]
+    assert results["summary"]["init_from/test_acc"] == kept["test"]["acc"]

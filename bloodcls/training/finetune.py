@@ -7,7 +7,8 @@ refuses a run that builds another). The run's classes (its folder names) are mat
 row (weight row and bias of the classifier, the network's last ``nn.Linear``), a class the checkpoint does not
 know keeps the fresh row the network was built with; every other weight is copied. Before training the starting
 network is scored on the run's test split (:func:`starting_scores`), so results.json shows it beside the
-fine-tuned scores.
+fine-tuned scores. That record travels in the run's checkpoints (:class:`StartRecord`), so ``resume=`` of a
+fine-tune continues from ``last.ckpt`` alone: the ``init_from`` file may have moved or gone by then.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch import nn
 
@@ -42,18 +44,23 @@ class Start:
     state: dict[str, torch.Tensor]  # the network's weights (no ``net.`` prefix)
     match: ClassMatch | None = None
     test: dict[str, float] = field(default_factory=dict)  # the starting network on the run's test split
+    resumed: bool = False  # resume=: the file is not read; weights from last.ckpt, the record from StartRecord
+    restored: dict[str, Any] | None = None  # the record as the run's checkpoint kept it
 
     def record(self) -> dict[str, Any]:
         """results.json's ``init_from``: the checkpoint, the class matching and the starting scores."""
+        if self.restored is not None:
+            return dict(self.restored)
         match = self.match
         return {"checkpoint": str(self.checkpoint), "model": self.hparams.get("name"),
                 "matched": {f: match.model_names[i] for f, i in match.index.items()} if match else {},
                 "new_classes": list(match.unknown) if match else [], "test": dict(self.test)}
 
 
-def read_start(cfg: DictConfig) -> Start | None:
+def read_start(cfg: DictConfig, resuming: bool = False) -> Start | None:
     """``init_from=`` read with the safe loader and checked against the run's model, before anything is built
-    (None without init_from). A broken or crafted file, or another network than the run's, is one paragraph."""
+    (None without init_from). A broken or crafted file, or another network than the run's, is one paragraph.
+    ``resuming``: the run continues from its own ``last.ckpt``, so the file is not read at all."""
     given = cfg.get("init_from")
     if given in (None, ""):
         return None
@@ -61,6 +68,8 @@ def read_start(cfg: DictConfig) -> Start | None:
         raise FineTuneError(f"init_from={given} starts a new fine-tuning run from a checkpoint's weights, and "
                             "ckpt_path= (or train=false) also says what to start from or score; give one of them.")
     path = Path(str(given)).expanduser()
+    if resuming:
+        return Start(path, {}, {}, resumed=True)
     contents = read_checkpoint(path)
     hparams = contents.get("hyper_parameters")
     state = network_state(contents)
@@ -149,9 +158,10 @@ def starting_scores(net: nn.Module, datamodule: Any, start: Start, batch_size: i
 
 
 def start_from(start: Start | None, model: Any, datamodule: Any, class_map: str | None) -> Start | None:
-    """Match the classes, copy the weights into ``model.net`` and score the starting network (log line)."""
-    if start is None:
-        return None
+    """Match the classes, copy the weights into ``model.net`` and score the starting network (log line); a
+    resumed run does none of it (its weights and record come back from its ``last.ckpt``)."""
+    if start is None or start.resumed:
+        return start
     match = match_start(start, list(datamodule.class_names), class_map)
     transfer(model.net, start)
     scores = starting_scores(model.net, datamodule, start)
@@ -159,3 +169,16 @@ def start_from(start: Start | None, model: Any, datamodule: Any, class_map: str 
              start.checkpoint, len(match.index), len(match.folder_names), match.describe() or "none",
              f", new: {', '.join(match.unknown)}" if match.unknown else "", scores["acc"] or 0, scores["f1"])
     return start
+
+
+class StartRecord(Callback):
+    """Keeps :meth:`Start.record` in every checkpoint of a fine-tuning run and gives it back on ``resume=``."""
+
+    def __init__(self, start: Start) -> None:
+        self.start = start
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.start.record()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.start.restored = dict(state_dict)

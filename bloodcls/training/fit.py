@@ -51,7 +51,7 @@ def train(cfg: DictConfig, output_dir: str | Path, group: str | None = None) -> 
     target = start_or_resume(cfg.get("resume"), output_dir)  # refuses a used folder before touching it
     if target is None:  # ckpt_path= is read like resume= (weights-only, one paragraph for a bad file)
         check_ckpt_path(cfg.get("ckpt_path"), training=bool(cfg.get("train", True)))
-    start = finetune.read_start(cfg)  # init_from=: read safely and checked against the run's model
+    start = finetune.read_start(cfg, resuming=target is not None)  # init_from=: read safely, checked (not on resume)
     resumed_from = target.checkpoint if target is not None else None
     with record_run(output_dir, cfg.get("run_name"), cfg.get("experiment_name"), resumed_from) as record:
         exit_code = 1
@@ -126,7 +126,8 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
 
     history, outcome = History(), EvalResults()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), EpochSeed(cfg.seed), history,
-                 EpochProgress(history, record), ResumeLikeUninterrupted(), outcome]
+                 EpochProgress(history, record), ResumeLikeUninterrupted(), outcome,
+                 *([finetune.StartRecord(start)] if start is not None else [])]  # init_from's record, for resume=
     if cfg.trainer.get("enable_model_summary", True):  # Lightning's own would print "Total FLOPs: 0"
         callbacks.append(OperationCountSummary())
     run_cfg, group = run_config(cfg, record, group)
