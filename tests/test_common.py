@@ -1,6 +1,8 @@
-"""The shared leaves: one home each for walking run folders, checkpoint -> run folder, atomic writes, mean ± std."""
+"""The shared leaves: one home each for walking run folders, checkpoint -> run folder, atomic writes, mean ± std,
+McNemar over test images."""
 
 import json
+import math
 
 import pytest
 
@@ -13,7 +15,7 @@ from bloodcls.common.rundir import (
     run_folder_of,
     write_json,
 )
-from bloodcls.common.stats import format_mean_std, plus_minus
+from bloodcls.common.stats import format_mean_std, mcnemar, plus_minus
 
 
 def _run(folder, *, ckpt="best.ckpt", results=True, hydra=True):
@@ -82,3 +84,29 @@ def test_the_checkpoint_config_writes_where_the_run_folder_names_say(tmp_path):
     assert ckpt.dirpath == str(RunPaths(tmp_path).checkpoints) and ckpt.dirpath.endswith(CHECKPOINT_DIR)
     assert ckpt.filename + ModelCheckpoint.FILE_EXTENSION == BEST_CKPT
     assert ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION == LAST_CKPT
+
+
+def test_mcnemar_counts_each_test_image_once():
+    """20 images: A alone right on 10, B alone on 2, both on 8. Exact two-sided p = 2 P(X <= 2), X ~ Bin(12, 1/2)
+    = 2 (1 + 12 + 66) / 4096 = 158 / 4096; the same predictions from 3 seeds are the same evidence, not 3 x 20."""
+    a = [True] * 10 + [False] * 2 + [True] * 8
+    b = [False] * 10 + [True] * 2 + [True] * 8
+    one, three = mcnemar(a, b), mcnemar([a, a, a], [b, b, b])
+    assert one["pvalue"] == pytest.approx(158 / 4096) and three["pvalue"] == pytest.approx(158 / 4096)
+    assert (one["a_only"], one["b_only"], one["n_pairs"], one["runs"]) == (10, 2, 20, 1)
+    assert (three["a_only"], three["b_only"], three["n_pairs"], three["runs"]) == (10, 2, 20, 3)
+    pooled = mcnemar(a * 3, b * 3)  # what pooling the seeds as 60 pairs gave: 30 against 6
+    assert pooled["pvalue"] == pytest.approx(2 * sum(math.comb(36, k) for k in range(7)) / 2**36)
+    assert pooled["pvalue"] < 1e-4 < three["pvalue"]
+
+
+def test_mcnemar_over_seeds_compares_each_images_share_of_right_answers():
+    """3 seeds, 7 images; per image the seeds A got right against B's: 3-0, 2-1, 1-0, 3-2, 2-0 (A more often),
+    0-1 (B), 2-2 (a tie, left out). 5 against 1: p = 2 (1 + 6) / 64 = 14 / 64."""
+    a = [[1, 1, 1, 1, 1, 0, 1], [1, 1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 0, 0]]
+    b = [[0, 1, 0, 1, 0, 0, 1], [0, 0, 0, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0]]
+    res = mcnemar(a, b)
+    assert res["pvalue"] == pytest.approx(14 / 64)
+    assert (res["a_only"], res["b_only"], res["n_pairs"], res["runs"]) == (5, 1, 7, 3)
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar(a, b[:2])

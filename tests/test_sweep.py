@@ -111,10 +111,32 @@ def test_report_only_with_a_failed_job(tmp_path, capsys):
     rep = build_report(sweep)
     sig = rep.significance
     assert (sig["best"], sig["runner_up"]) == ("skip", "inception")
-    assert sig["mcnemar"]["a_only"] == 18 and sig["mcnemar"]["b_only"] == 0 and sig["significant"]
-    assert "McNemar" in text and "Paired t-test" in text
+    # each of the 40 test images once: skip right more often on images 0-9 (inception wrong there on both seeds)
+    assert sig["mcnemar"]["a_only"] == 10 and sig["mcnemar"]["b_only"] == 0 and sig["mcnemar"]["n_pairs"] == 40
+    assert sig["mcnemar"]["pvalue"] == pytest.approx(2 / 2**10) and sig["significant"]
+    assert "McNemar test over the 40 test images, each counted once (2 runs of each model" in text
+    assert "Paired t-test" in text
     assert "| test time (s) | study | trust fit (s) |" in text and "| 1.00 | 6.01 | 4.50 |" in text  # skip: test, the study's, trust fit
     assert "[sweep] report:" in capsys.readouterr().out
+
+
+def test_the_report_counts_each_test_image_once_whatever_the_seeds(tmp_path):
+    """The same predictions from one seed and from three: the same McNemar counts and p-value (A alone right on 10
+    images, B alone on 2: p = 158 / 4096), never a smaller p for repeating the same test images."""
+    labels = [i % 8 for i in range(20)]
+    a = [(y + 1) % 8 if i in (10, 11) else y for i, y in enumerate(labels)]
+    b = [(y + 1) % 8 if i < 10 else y for i, y in enumerate(labels)]
+    found = []
+    for seeds in ([0], [0, 1, 2]):
+        sweep = tmp_path / f"seeds{len(seeds)}"
+        (sweep / "runs").mkdir(parents=True)
+        (sweep / "sweep.json").write_text(json.dumps({"experiments": ["skip", "unet"], "seeds": seeds}))
+        for s in seeds:
+            _fake_run(sweep / "runs" / f"{2 * s}_skip_s{s}", "skip", s, 0.9, a, labels)
+            _fake_run(sweep / "runs" / f"{2 * s + 1}_unet_s{s}", "unet", s, 0.5, b, labels)
+        found.append(build_report(sweep).significance["mcnemar"])
+    assert [mc["pvalue"] for mc in found] == pytest.approx([158 / 4096] * 2)
+    assert [(mc["a_only"], mc["b_only"], mc["n_pairs"], mc["runs"]) for mc in found] == [(10, 2, 20, 1), (10, 2, 20, 3)]
 
 
 def test_statistics_helpers():

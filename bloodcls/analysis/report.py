@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bloodcls.analysis.sweep_jobs import planned_jobs
 from bloodcls.common.rundir import job_folders, read_json
 from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
@@ -160,8 +162,10 @@ def trust_row(exp: str, done: list[FinishedRun]) -> dict[str, Any] | None:
 
 
 def compare_best(rep: Report) -> dict[str, Any]:
-    """Best experiment by mean test accuracy vs. the runner-up: exact McNemar on test predictions
-    pooled over the seeds (and folds) both ran (paired image by image), and a paired t-test over them."""
+    """Best experiment by mean test accuracy vs. the runner-up over the seeds (and folds) both ran: an exact
+    McNemar test that counts each test image once (:func:`mcnemar`: runs that scored the same test images, the
+    same labels in the same order, are averaged per image; runs on other test images add their own images), and
+    a paired t-test over the runs' accuracies."""
     ranked = sorted((r for r in rep.tables["performance"] if r["acc_mean"] is not None),
                     key=lambda r: r["acc_mean"], reverse=True)
     if len(ranked) < 2:
@@ -170,18 +174,22 @@ def compare_best(rep: Report) -> dict[str, Any]:
     by_seed = lambda exp: {r.seed if r.fold is None else f"{r.seed}/f{r.fold}": r for r in rep.runs if r.experiment == exp and r.ok}  # noqa: E731
     a_runs, b_runs = by_seed(best), by_seed(second)
     seeds = sorted(set(a_runs) & set(b_runs), key=str)
-    correct_a, correct_b, acc_a, acc_b = [], [], [], []
+    tables: dict[tuple, tuple[list, list]] = {}  # test labels -> (A's right/wrong per run, B's), one row per run
+    acc_a, acc_b = [], []
     for seed in seeds:
         ta, tb = a_runs[seed].results.test, b_runs[seed].results.test
         if ta.get("predictions") and tb.get("predictions") and ta.get("labels") == tb.get("labels"):
-            correct_a += [p == y for p, y in zip(ta["predictions"], ta["labels"], strict=True)]
-            correct_b += [p == y for p, y in zip(tb["predictions"], tb["labels"], strict=True)]
+            rows_a, rows_b = tables.setdefault(tuple(ta["labels"]), ([], []))
+            rows_a.append([p == y for p, y in zip(ta["predictions"], ta["labels"], strict=True)])
+            rows_b.append([p == y for p, y in zip(tb["predictions"], tb["labels"], strict=True)])
         acc_a.append(ta["acc"])
         acc_b.append(tb["acc"])
     out: dict[str, Any] = {"best": best, "runner_up": second, "seeds": seeds,
                            "acc_best": ranked[0]["acc_mean"], "acc_runner_up": ranked[1]["acc_mean"]}
-    if correct_a:
-        out["mcnemar"] = mcnemar(correct_a, correct_b)
+    if tables:  # each image once: the share of its runs each model got right
+        share_a = np.concatenate([np.mean(a, axis=0) for a, _ in tables.values()])
+        share_b = np.concatenate([np.mean(b, axis=0) for _, b in tables.values()])
+        out["mcnemar"] = {**mcnemar(share_a, share_b), "runs": sum(len(a) for a, _ in tables.values())}
     out["paired_t_pvalue"] = paired_t_test(acc_a, acc_b)
     p = out.get("mcnemar", {}).get("pvalue")
     out["significant"] = bool(p is not None and p < 0.05)

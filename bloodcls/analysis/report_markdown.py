@@ -124,7 +124,7 @@ def trust(rep: Report) -> list[str]:
 
 
 def best_experiment(rep: Report) -> list[str]:
-    """The best experiment against the runner-up: McNemar on pooled test predictions and a paired t-test."""
+    """The best experiment against the runner-up: McNemar over the test images (each once) and a paired t-test."""
     sig = rep.significance
     lines = ["## Best experiment", ""]
     if sig.get("runner_up"):
@@ -133,10 +133,14 @@ def best_experiment(rep: Report) -> list[str]:
                      f"({sig['acc_runner_up']:.2f} %), over {'seed/fold pairs' if rep.plan.get('folds') else 'seeds'} "
                      f"{sig['seeds']}.")
         if mc:
-            lines.append(f"- Exact McNemar test on the test predictions pooled over those seeds (paired image by "
-                         f"image, {mc['n_pairs']} pairs): {mc['a_only']} images only {sig['best']} got right, "
-                         f"{mc['b_only']} only {sig['runner_up']}; p = {mc['pvalue']:.3g} -> "
-                         + ("significant at 0.05." if sig["significant"] else "not significant at 0.05."))
+            lines.append(f"- Exact McNemar test over the {mc['n_pairs']} test images, each counted once ("
+                         f"{mc.get('runs', 1)} runs of each model, averaged per image): {mc['a_only']} images "
+                         f"{sig['best']} got right more often than {sig['runner_up']}, {mc['b_only']} the reverse; "
+                         f"p = {mc['pvalue']:.3g} -> "
+                         + ("significant at 0.05." if sig["significant"] else "not significant at 0.05.")
+                         + " It asks whether these trained models differ on images like the test set's (more "
+                           "seeds of the same images are not more images); whether the gap holds from seed to "
+                           "seed is the t-test's question.")
         if sig.get("paired_t_pvalue") is not None:
             lines.append(f"- Paired t-test on per-seed accuracy: p = {sig['paired_t_pvalue']:.3g}.")
     elif sig.get("best"):

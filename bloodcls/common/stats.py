@@ -43,16 +43,24 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(stats.ttest_rel(a, b).pvalue)
 
 
-def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
-    """Exact McNemar test on paired predictions of the same test images.
+def mcnemar(correct_a: Sequence, correct_b: Sequence) -> dict[str, float]:
+    """Exact McNemar test of two models on the same test images, each image counted once.
 
-    Only discordant pairs matter: ``b01`` images that A got right and B wrong, ``b10`` the reverse;
-    under the null both are Binomial(b01 + b10, 1/2).
+    ``correct_a``/``correct_b``: per image, right (True) or wrong, or the share of a model's runs right on it; or a
+    runs x images table (the seeds, or seeds and folds, of each model, all scored on the same images), averaged
+    over its runs. An image counts for A (``a_only``) when A is right on it more often than B, for B (``b_only``)
+    the reverse; under the null that neither is the more often right on an image, ``a_only`` is
+    Binomial(a_only + b_only, 1/2) (a sign test over the images, the images being the independent draws). With one
+    run each this is the textbook exact McNemar test; R runs of the same images pooled as R x N pairs would shrink
+    the p-value by repetition alone, which this never does.
     """
-    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    if a.shape != b.shape:
+    a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
+    if a.shape != b.shape or a.ndim not in (1, 2):
         raise ValueError("McNemar needs predictions of the same images by both models")
-    b01, b10 = int((a & ~b).sum()), int((~a & b).sum())
+    runs = a.shape[0] if a.ndim == 2 else 1
+    if a.ndim == 2:
+        a, b = a.mean(axis=0), b.mean(axis=0)
+    b01, b10 = int((a > b).sum()), int((a < b).sum())
     n = b01 + b10
     p = 1.0 if n == 0 else float(stats.binomtest(b01, n, 0.5).pvalue)
-    return {"a_only": b01, "b_only": b10, "n_pairs": int(a.size), "pvalue": p}
+    return {"a_only": b01, "b_only": b10, "n_pairs": int(a.size), "runs": runs, "pvalue": p}
