@@ -17,6 +17,7 @@ from bloodcls.common.rundir import EVALUATE_DIR, EvaluationFiles, RunPaths, run_
 from bloodcls.data.class_names import load_class_map
 from bloodcls.data.folder import listing
 from bloodcls.data.labelled import load_labelled
+from bloodcls.inference.adaptation import adaptation_status
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.evaluation import ROW_FIELDS, Evaluation, evaluate
 
@@ -69,6 +70,7 @@ def run_evaluation(checkpoint: str | Path, data: str | Path, class_map: str | Pa
     model = load_trained(checkpoint)
     images = load_labelled(data, model.class_names, model.img_size, mapping)
     evaluation = evaluate(model, images, batch_size=batch_size)
+    evaluation.report["adapted"] = adaptation_status(model)  # None unless `bloodcls adapt` wrote the model
     files = EvaluationFiles(Path(out).expanduser()) if out is not None else default_output(checkpoint, data)
     evaluation.report["files"] = {"report": str(files.report), "predictions": str(files.predictions),
                                   "confusion": str(files.confusion)}
@@ -111,6 +113,8 @@ def format_text(report: dict[str, Any]) -> str:
                          f"{_pct(sets['coverage'])} of the images, {sets['mean_size']:.2f} classes on average")
     else:
         lines.append(f"note: {report['trust']['why']}")
+    if report.get("adapted"):
+        lines.append(f"note: {report['adapted']['note']}")
     unknown = report["classes"]["unknown"]
     if unknown:
         lines.append(f"not scored, classes the model does not know: "

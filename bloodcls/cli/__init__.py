@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("bloodcls.cli.predict", "classify your own cell images with a trained model"),
     "evaluate": ("bloodcls.cli.evaluate", "score a trained model on your own labelled images"),
     "calibrate": ("bloodcls.cli.calibrate", "re-calibrate a model to your lab's labelled images (confidence, gate, sets)"),
+    "adapt": ("bloodcls.cli.adapt", "adapt a model to your lab's unlabelled images (BatchNorm statistics)"),
     "demo": ("bloodcls.cli.demo", "try a trained model in the browser"),
     "export": ("bloodcls.cli.export", "export a model to ONNX, TorchScript or safetensors, checked"),
     "robustness": ("bloodcls.cli.robustness", "accuracy of trained runs under 13 lab shifts x 5 severities"),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bloodcls.errors import report_user_errors
+from bloodcls.inference.adaptation import adaptation_status
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.classify import classify, format_text
 from bloodcls.inference.images import add_max_pixels_option
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     model = load_trained(args.checkpoint)
     report = classify(model, args.paths, tta=args.tta, max_pixels=args.max_pixels)
+    report["adapted"] = adaptation_status(model)  # null unless `bloodcls adapt` wrote the model
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_text(report))
         if not report["calibrated"]:
             print(f"note: {report['trust']['why']}", file=sys.stderr)
+        if report["adapted"]:
+            print(f"note: {report['adapted']['note']}", file=sys.stderr)
     if report["skipped"]:
         names = ", ".join(Path(s["path"]).name for s in report["skipped"][:10])
         more = f" and {len(report['skipped']) - 10} more" if len(report["skipped"]) > 10 else ""

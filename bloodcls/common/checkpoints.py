@@ -30,6 +30,7 @@ SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as J
 TRUST_KEY = "trust"  # checkpoint entry of the fitted trust state (bloodcls.uncertainty.state), plain values
 SAFETENSORS_TRUST = "bloodcls_trust"  # safetensors metadata entry: the trust state's numbers (its tensors: "trust.*")
 TRUST_PREFIX = "trust."
+ADAPTED_KEY = "adapted_on"  # checkpoint entry: what `bloodcls adapt` recomputed the BatchNorm statistics on (plain values)
 
 
 class UnsafeCheckpointError(UserError):

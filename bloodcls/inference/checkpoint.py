@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bloodcls.common.checkpoints import CHECKPOINT_HINT, CheckpointError, network_state, read_checkpoint
+from bloodcls.common.checkpoints import (
+    ADAPTED_KEY,
+    CHECKPOINT_HINT,
+    CheckpointError,
+    network_state,
+    read_checkpoint,
+)
 from bloodcls.models import build_from_hparams
 from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
@@ -34,6 +40,8 @@ class TrainedModel:
     info: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, Lightning version
     # temperature, abstention threshold and out-of-distribution gate; None for checkpoints written before them
     trust: TrustState | None = None
+    # what `bloodcls adapt` recomputed the BatchNorm statistics on (bloodcls.inference.adaptation); None if never
+    adapted_on: dict[str, Any] | None = None
 
 
 def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
@@ -61,7 +69,8 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
         class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
     info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
     return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
-                        hparams=dict(hparams), path=path, info=info, trust=_trust(contents, path))
+                        hparams=dict(hparams), path=path, info=info, trust=_trust(contents, path),
+                        adapted_on=adapted if isinstance(adapted := contents.get(ADAPTED_KEY), dict) else None)
 
 
 def _trust(contents: dict[str, Any], path: Path) -> TrustState | None:

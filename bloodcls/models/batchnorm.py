@@ -18,6 +18,14 @@ def batchnorm_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+def batchnorm_buffers(net: nn.Module) -> set[str]:
+    """The state_dict names of every BatchNorm layer's statistics (running mean and variance, batch count): all
+    that recomputing them changes."""
+    return {f"{prefix}.{buffer}" if prefix else buffer
+            for prefix, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for buffer in ("running_mean", "running_var", "num_batches_tracked")}
+
+
 @torch.no_grad()
 def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Set every BatchNorm's running mean/variance to their average over ``batches``; returns the batch count.

@@ -23,7 +23,7 @@ from torch import nn
 
 from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
 from bloodcls.common.sampling import stratified_sample
-from bloodcls.models.batchnorm import recompute_batchnorm
+from bloodcls.models.batchnorm import batchnorm_buffers, recompute_batchnorm
 from bloodcls.schema import check_value
 
 __all__ = ["PreciseBatchNorm", "recompute_batchnorm", "write_statistics"]
@@ -101,9 +101,7 @@ def _frozen(pl_module: L.LightningModule) -> bool:
 def write_statistics(checkpoint: Path, module: nn.Module) -> None:
     """Replace the BatchNorm buffers in a Lightning checkpoint file by the module's (atomically)."""
     ckpt = read_checkpoint(checkpoint)
-    names = {f"{prefix}.{buffer}" if prefix else buffer
-             for prefix, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             for buffer in ("running_mean", "running_var", "num_batches_tracked")}
+    names = batchnorm_buffers(module)
     state = module.state_dict()
     for name in names & set(ckpt["state_dict"]):
         ckpt["state_dict"][name] = state[name].detach().cpu()
