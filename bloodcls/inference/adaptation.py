@@ -17,7 +17,7 @@ What the trust state keeps (it was fitted on the training statistics):
 
 The guard: after adaptation the gate (statistics unchanged) still turns away images that are not blood cells,
 even when the statistics were recomputed on those very images, while it accepts most of a real lab's cells
-(docs/guide/own-images.md gives the measured figures). An adaptation whose own images the gate turns away for
+(the measured figures: docs/guide/own-images.md). An adaptation whose own images the gate turns away for
 the most part is refused unless forced, and a forced one carries its warning. Before adaptation the gate cannot
 judge: it turns away nearly every cell of a shifted lab.
 
@@ -46,8 +46,9 @@ from bloodcls.models.batchnorm import batchnorm_buffers, batchnorm_layers, recom
 if TYPE_CHECKING:  # the data package pulls in Lightning; predict reads adaptation_status without it
     from bloodcls.data.unlabelled import UnlabelledImages
 
-MIN_IMAGES = 32  # fewer give statistics measurably off the lab's (docs/guide/own-images.md#adapt-to-your-lab)
-MIN_GATE_ACCEPT = 0.5  # the gate must accept most of the images adapted on (lab cells ~92 %, non-cells ~3 %)
+# Why these two: docs/guide/own-images.md#adapt-to-your-lab-without-labels (scripts/adaptation_check.py measures them)
+MIN_IMAGES = 32  # from fewer, BatchNorm statistics are off enough that single draws lose accuracy
+MIN_GATE_ACCEPT = 0.5  # the gate must accept most of the images adapted on ("refuses most": refused)
 BATCH_SIZE = 256
 CARRIED = ("temperature", "review thresholds")  # kept from before adaptation, unverified until `calibrate`
 REMOVED = ("prediction sets",)  # removed: a coverage guarantee that no longer holds
@@ -121,8 +122,8 @@ def adapt_model(model: TrainedModel, images: UnlabelledImages | np.ndarray, forc
     warning = _refusal(gate, len(array), source) if gate and gate["accepts"] < MIN_GATE_ACCEPT else None
     if warning and not force:
         raise UserError(f"{warning} Nothing was written. Check that {source} holds the lab's blood-cell images (one "
-                        "cell per image, as BloodMNIST crops them), or pass --force to write the model anyway (the "
-                        "warning is recorded in it, and predict and evaluate show it).")
+                        "cell per image, centred, as BloodMNIST crops them), or pass --force to write the model anyway "
+                        "(the warning is recorded in it, and predict and evaluate show it).")
     if model.trust is None:
         warning = "adapted with --force and without a gate: nothing checked that the images are blood cells."
     trust = replace(model.trust, conformal=None) if model.trust is not None else None
@@ -147,9 +148,10 @@ def _gate_figures(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
 
 def _refusal(gate: dict[str, Any], n: int, source: str) -> str:
     return (f"After adaptation the not-a-cell gate still turns away {n - gate['accepted']} of the {n} images of "
-            f"{source} ({100 * (1 - gate['accepts']):.0f} %; a refusal above {100 * (1 - MIN_GATE_ACCEPT):.0f} % "
-            "stops adaptation): they do not look like blood-cell images, and a model adapted to them would be "
-            "adapted to something else.")
+            f"{source} ({100 * (1 - gate['accepts']):.0f} %; more than {100 * (1 - MIN_GATE_ACCEPT):.0f} % stops "
+            "adaptation): they do not look like blood-cell images, or they differ from the training images more than "
+            "new statistics can undo (then re-calibrate or fine-tune on labelled images instead). More images of the "
+            "lab make the statistics, and this check, more reliable.")
 
 
 def check_output(source: str | Path, out: str | Path) -> tuple[Path, Path]:
