@@ -14,6 +14,7 @@ from PIL import Image
 from bloodcls.cli.adapt import main
 from bloodcls.common.checkpoints import ADAPTED_KEY, NET_PREFIX, TRUST_KEY, read_checkpoint
 from bloodcls.data.unlabelled import load_unlabelled
+from bloodcls.errors import UserError
 from bloodcls.inference.adaptation import MIN_IMAGES, adapt_model, adaptation_status, recompute_statistics
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.models.batchnorm import batchnorm_buffers
@@ -166,6 +167,8 @@ def test_the_api_adapts_arrays_and_leaves_the_input_model_alone(trained_checkpoi
     assert torch.equal(model.net.state_dict()["features.0.0.2.running_mean"], before) and model.adapted_on is None
     assert result.model.adapted_on is result.record and result.record["files_sha256"] is None
     assert accuracy(result.model.net, *lab_cells) >= accuracy(model.net, *lab_cells) + 0.35
+    with pytest.raises(UserError, match=r"float32 images of shape \(28, 28, 3\); adapting this model needs N x 28 x 28"):
+        adapt_model(model, lab_cells[0].astype(np.float32))
 
 
 def one_paragraph_exit_2(capsys, argv) -> str:

@@ -78,7 +78,7 @@ def recompute_statistics(net: nn.Module, images: np.ndarray | torch.Tensor, batc
     """Recompute ``net``'s BatchNorm statistics (in place) over N x S x S x 3 uint8 images; returns its number of
     BatchNorm layers. The images go in a seeded random order (a folder lists them class by class) in batches
     of equal size, so each image weighs the same in the averaged statistics; fp32, no autocast."""
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    x = torch.as_tensor(np.array(images) if isinstance(images, np.ndarray) else images)  # a writable copy
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     device = next(net.parameters()).device
     chunks = torch.tensor_split(order, max(1, -(-len(x) // batch_size)))
@@ -105,6 +105,10 @@ def adapt_model(model: TrainedModel, images: UnlabelledImages | np.ndarray, forc
     data = images if isinstance(images, UnlabelledImages) else None
     array = data.images if data is not None else np.asarray(images)
     source = str(data.source) if data is not None else "the images given"
+    size = model.img_size
+    if array.dtype != np.uint8 or array.shape[1:] != (size, size, 3):
+        raise UserError(f"{source} are {array.dtype} images of shape {array.shape[1:]}; adapting this model needs "
+                        f"N x {size} x {size} x 3 uint8 images, read as predict reads them (load_unlabelled does).")
     check_enough(len(array), source)
     if not batchnorm_layers(model.net):
         raise UserError(f"{model.path} ({model.name}) has no BatchNorm layer, so there are no statistics to adapt. "
