@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bloodcls.analysis.sweep import main as sweep_main
-from bloodcls.analysis.sweep_jobs import DONE, START, inventory
 from bloodcls.errors import UserError
+from bloodcls.sweeps.jobs import DONE, START, inventory
+from bloodcls.sweeps.launch import main as sweep_main
 from tests.conftest import FAST
 from tests.helpers import no_data, run_cli
 from tests.synthetic import write_synthetic_folder

@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("bloodcls.training", "bloodcls.inference"),  # Lightning training; a trained model used without Lightning,
     # and a finished run folder opened for every reader above (bloodcls.inference.finished_run)
     ("bloodcls.robustness",),  # the shift suite over finished runs
-    ("bloodcls.analysis",),  # sweeps and their reports
+    ("bloodcls.analysis",),  # reports over finished runs and sweep folders (they read only what runs left on disk)
+    ("bloodcls.sweeps",),  # launching, resuming and watching sweeps, their lock; a sweep ends by writing its report
     ("bloodcls.cli",),  # the bloodcls command: one module per subcommand, arguments only
     ("bloodcls.__main__",),  # python -m bloodcls: runs the command
 ]

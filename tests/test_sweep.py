@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from bloodcls.analysis.report import build_report
-from bloodcls.analysis.sweep import main as sweep_main
-from bloodcls.analysis.sweep import parse_args
 from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
 from bloodcls.data import CLASS_NAMES
+from bloodcls.sweeps.launch import main as sweep_main
+from bloodcls.sweeps.settings import parse_args
 from tests.conftest import FAST
 from tests.helpers import no_data, run_cli
 
@@ -29,6 +29,7 @@ def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
     proc, sweep_dir = tiny_sweep
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "[sweep] job 4/4" in proc.stdout and "elapsed" in proc.stdout
+    assert not (sweep_dir / "sweep.lock").exists()  # held while the sweep ran, released after its report
     text = (sweep_dir / "report.md").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| baseline_64 |") or ln.startswith("| inception |")]
     assert len(rows) == 2 * 4  # performance, macro, per-class and trust tables
@@ -250,8 +251,8 @@ def test_a_timm_backbone_is_ranked_beside_the_study_rows(tmp_path):
 
 
 def test_jobs_share_the_gpu_through_joblib(monkeypatch):
-    import bloodcls.analysis.sweep as sweep_mod
-    from bloodcls.analysis.sweep import train_command
+    import bloodcls.sweeps.settings as sweep_mod
+    from bloodcls.sweeps.settings import train_command
 
     def launcher(args):
         settings, overrides = parse_args(args)

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from bloodcls.analysis.sweep_jobs import CONTINUE, DONE, LIVE, START, inventory, job_state, status_line
-from bloodcls.analysis.sweep_resume import check_resume_arguments, extend_plan, plan_resume
 from bloodcls.errors import UserError
+from bloodcls.sweeps.jobs import CONTINUE, DONE, LIVE, START, inventory, job_state, status_line
+from bloodcls.sweeps.resume import check_resume_arguments, describe, extend_plan, plan_resume
 from bloodcls.training.progress import progress_line
 from tests.conftest import FAST
 from tests.helpers import REPO, run_cli
@@ -57,11 +58,13 @@ def test_a_stopped_sweep_resumes_and_extends_without_retraining(synthetic_root, 
     jobs_txt = (sweep / "jobs.txt").read_text().splitlines()
     assert [ln.split()[1] for ln in jobs_txt[1:3]] == ["completed", "interrupted"] and "pending" in jobs_txt[3]
     assert "| – | baseline_64 | 2 | not started |" in (sweep / "report.md").read_text()
+    assert not (sweep / "sweep.lock").exists()  # a SIGTERM still ends in the report and lets the lock go
 
     proc = run_cli("sweep.py", f"resume={sweep}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 completed (kept), 1 to continue from their last checkpoint, 1 to start" in proc.stdout
     assert (s0 / "results.json").read_bytes() == before  # the finished run is untouched
+    assert not (sweep / "sweep.lock").exists()
     continued = _results(s1)
     assert continued["efficiency"]["epochs_run"] == 3 and [r["epoch"] for r in continued["history"]] == [0, 1, 2]
     (resume,) = json.loads((s1 / "status.json").read_text())["resumes"]
@@ -113,7 +116,10 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch_and_logs_every_epoch(synthe
 
 
 # -- the pieces, on hand-made folders -------------------------------------------------------------------
-def _job(runs: Path, name: str, seed: int, status: dict | None, results: bool = False, last: bool = False) -> Path:
+def _job(runs: Path, name: str, seed: int, status: dict | None, results: bool = False,
+         last: bool | bytes | dict = False) -> Path:
+    """A hand-made job folder; ``last``: True for a last.ckpt that resume= can read (the training state Lightning
+    keeps, empty), a dict saved as it is, or bytes written as they are."""
     folder = runs / name
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(f"- experiment=skip\n- seed={seed}\n- logger=csv\n")
@@ -121,9 +127,13 @@ def _job(runs: Path, name: str, seed: int, status: dict | None, results: bool = 
         (folder / "status.json").write_text(json.dumps(status))
     if results:
         (folder / "results.json").write_text("{}")
-    if last:
+    if last is not False:
         (folder / "checkpoints").mkdir()
-        (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        path = folder / "checkpoints" / "last.ckpt"
+        if isinstance(last, bytes):
+            path.write_bytes(last)
+        else:
+            torch.save({"state_dict": {}, "optimizer_states": [], "loops": {}} if last is True else last, path)
     return folder
 
 
@@ -155,6 +165,30 @@ def test_inventory_tells_what_each_job_needs(tmp_path):
         assert inventory(tmp_path, {"experiments": ["skip"], "seeds": [4]})[0].state == LIVE
     finally:
         sleeper.kill()
+
+
+@pytest.mark.parametrize(("last", "what"), [
+    (b"PK\x03\x04" + b"\0" * 40, "is not a readable PyTorch checkpoint"),  # a zip cut short (an interrupted copy)
+    (b"", "is empty"),
+    ({"state_dict": {}}, "holds weights but no training state"),
+])
+def test_a_job_whose_last_checkpoint_cannot_be_read_starts_again_with_its_folder_kept(tmp_path, capsys, last, what):
+    """It used to stay "to continue" at every resume, its train.py resume= failing each time, with no way out named."""
+    runs = tmp_path / "runs"
+    folder = _job(runs, "0_skip_s0", 0, {"status": "interrupted"}, last=last)
+    plan = {"experiments": ["skip"], "seeds": [0], "overrides": ["logger=csv"]}
+    jobs = inventory(tmp_path, plan)
+    assert [j.state for j in jobs] == [CONTINUE]  # on disk it looks like a job to continue
+    ((job, cmd),) = plan_resume(tmp_path, plan, jobs, [])
+    assert job.state == START and not any(c.startswith("resume=") for c in cmd)
+    assert cmd[2:5] == ["experiment=skip", "seed=0", f"group={tmp_path.name}"]
+    assert cmd[-1] == f"hydra.run.dir={runs / '0_skip_s0'}"  # started again under its own name ...
+    (aside,) = (runs / ".restarted").iterdir()  # ... its old folder kept, checkpoint and all
+    assert not folder.exists() and (aside / "checkpoints" / "last.ckpt").is_file()
+    out = capsys.readouterr().out
+    assert f"[sweep] 0_skip_s0 cannot continue: {folder / 'checkpoints' / 'last.ckpt'} {what}" in out
+    assert f"Its folder is kept as {aside}" in out and "starting the job again from scratch" in out
+    assert describe([(job, cmd)], jobs) == "0 completed (kept), 0 to continue from their last checkpoint, 1 to start"
 
 
 def test_resume_adds_jobs_but_never_changes_how_they_train(tmp_path):

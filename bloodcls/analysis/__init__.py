@@ -1,1 +1,2 @@
-"""From runs to conclusions: the study's figures, statistics, the sweep and its report, the ablation table."""
+"""From runs to conclusions: the study's figures, statistics, a sweep's report, the ablation table, trust and a
+lab's evaluation. Reports read only what runs left on disk; launching and resuming sweeps is bloodcls.sweeps."""

@@ -23,7 +23,8 @@ from typing import Any
 
 from bloodcls.common.files import atomic_write
 from bloodcls.common.records import PublishedRecord
-from bloodcls.common.rundir import HYDRA_OVERRIDES, HYDRA_SUBDIR, job_folders, read_json
+from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE, RunPaths, job_folders, read_json
+from bloodcls.common.sweepdir import PLAN_FILE, RUNS_DIR
 from bloodcls.errors import UserError
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.models import study
@@ -129,7 +130,7 @@ def load_footings(results: str | Path) -> dict[str, Footing]:
 
 def run_overrides(run: FinishedRun) -> list[str]:
     """The overrides the run was given (Hydra's ``.hydra/overrides.yaml``, less Hydra's own), or none."""
-    path = run.folder / HYDRA_SUBDIR / HYDRA_OVERRIDES
+    path = RunPaths(run.folder).hydra_overrides
     if not path.is_file():
         return []
     import yaml
@@ -185,7 +186,7 @@ def record_of(run: FinishedRun) -> tuple[dict[str, Any], list[int]]:
 def new_spec(run: FinishedRun, doc: dict[str, Any]) -> dict[str, Any]:
     """footing.json for a footing's first record: its identity, and the plan and command of the run's sweep when
     it ran in one (``<sweep>/runs/<job>``, ``<sweep>/sweep.json``)."""
-    plan = read_json(run.folder.parent.parent / "sweep.json") or {}
+    plan = read_json(run.folder.parent.parent / PLAN_FILE) or {}
     command = None
     if plan.get("experiments"):
         args = [f"experiments=[{','.join(plan['experiments'])}]", f"seeds=[{','.join(map(str, plan['seeds']))}]",
@@ -252,8 +253,8 @@ def publish_many(target: str | Path, footing: str | Path, force: bool = False) -
     if not target.is_dir():
         raise UserError(f"{target} is not a folder. Give a run folder (with results.json), or a sweep or multirun "
                         "folder of runs.")
-    runs_dir = target / "runs" if (target / "runs").is_dir() else target
-    if (target / "results.json").exists() or (target / "status.json").exists() or not job_folders(runs_dir):
+    runs_dir = target / RUNS_DIR if (target / RUNS_DIR).is_dir() else target
+    if (target / RESULTS_FILE).exists() or (target / STATUS_FILE).exists() or not job_folders(runs_dir):
         return [publish(target, footing, force)]
     out = []
     for job in job_folders(runs_dir):

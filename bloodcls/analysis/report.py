@@ -15,16 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from bloodcls.analysis.sweep_jobs import planned_jobs
 from bloodcls.common.rundir import job_folders, read_json
 from bloodcls.common.stats import mcnemar, mean_std, paired_t_test
+from bloodcls.common.sweepdir import PLAN_FILE, RUNS_DIR, planned_jobs
 from bloodcls.data import CLASS_NAMES
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.models import study
 
 log = logging.getLogger(__name__)
-
-PLAN_FILE = "sweep.json"
 
 
 @dataclass
@@ -68,7 +66,7 @@ def build_report(sweep_dir: str | Path) -> Report:
     """Aggregate every run under ``<sweep_dir>/runs`` into the report's tables."""
     sweep_dir = Path(sweep_dir)
     plan = read_json(sweep_dir / PLAN_FILE) or {}
-    runs = collect_runs(sweep_dir / "runs")
+    runs = collect_runs(sweep_dir / RUNS_DIR)
     planned = list(plan.get("experiments") or [])
     seen = [r.experiment for r in runs if r.experiment]
     experiments = planned + [e for e in dict.fromkeys(seen) if e not in planned]

@@ -1,18 +1,40 @@
-"""The sweep report as files: ``report.md`` (the study's tables beside ours, significance, provenance) and
-the CSV tables, from a :class:`~bloodcls.analysis.report.Report`."""
+"""The sweep report as files: ``report.md`` (the study's tables beside ours, significance, provenance),
+the CSV tables, ``report.json`` and the figures, from a :class:`~bloodcls.analysis.report.Report`."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
-from bloodcls.analysis.report import Report
-from bloodcls.analysis.sweep_folds import job_label
+from bloodcls.analysis.report import Report, build_report
+from bloodcls.analysis.report_wandb import log_report_to_wandb
 from bloodcls.common.markdown import md_table, number
 from bloodcls.common.stats import plus_minus
+from bloodcls.common.sweepdir import FIGURES_DIR, REPORT_JSON, REPORT_MD, job_label
 from bloodcls.data import CLASS_NAMES
 from bloodcls.models import study
+
+log = logging.getLogger(__name__)
+
+
+def write_report(sweep_dir: Path, overrides: list[str] | None = None, wandb_report: bool = False) -> Report:
+    """Build the report of ``sweep_dir`` from what its runs left on disk and write every file of it (and its W&B
+    copy with ``wandb_report``; ``overrides``: the jobs' own, None for those the plan recorded)."""
+    from bloodcls.analysis.figures import write_figures  # matplotlib: only when a report is written
+
+    rep = build_report(sweep_dir)
+    write_tables(rep, sweep_dir)
+    figures = write_figures(rep, sweep_dir / FIGURES_DIR)
+    text = markdown(rep, {k: f"{FIGURES_DIR}/{v}" for k, v in figures.items()})
+    (sweep_dir / REPORT_MD).write_text(text)
+    if wandb_report:
+        try:
+            log_report_to_wandb(rep, figures, sweep_dir / FIGURES_DIR, overrides or rep.plan.get("overrides", []))
+        except Exception as err:  # the report on disk matters more than its copy on W&B
+            log.warning("could not log the report to W&B: %s", err)
+    return rep
 
 
 def markdown(rep: Report, figures: dict[str, str] | None = None) -> str:
@@ -186,4 +208,4 @@ def write_tables(rep: Report, out: Path) -> None:
                   "error": r.error, "test_acc": r.results.test.get("acc") if r.ok else None} for r in rep.runs],
         "missing": rep.missing,
     }
-    (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / REPORT_JSON).write_text(json.dumps(payload, indent=2, default=str))

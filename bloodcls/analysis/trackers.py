@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from bloodcls.analysis.report import PLAN_FILE
+from bloodcls.common.sweepdir import PLAN_FILE, RUNS_DIR
 from bloodcls.config import override_value
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def tracker_hints(sweep_dir: Path, overrides: list[str] | None) -> list[str]:
     names = logger_names(override_value(overrides, "logger"))
     hints = []
     if "tensorboard" in names:
-        hints.append(f"TensorBoard: tensorboard --logdir {sweep_dir / 'runs'}")
+        hints.append(f"TensorBoard: tensorboard --logdir {sweep_dir / RUNS_DIR}")
     if "mlflow" in names and not override_value(overrides, "logger.mlflow.tracking_uri"):
         log_dir = override_value(overrides, "paths.log_dir") or "outputs"
         uri, _ = local_mlflow_store(override_value(overrides, "logger.mlflow.store_dir") or f"{log_dir}/mlflow")

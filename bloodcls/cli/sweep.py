@@ -5,7 +5,7 @@ at the top of the checkout is the same.
     bloodcls sweep experiments=[baseline_64,inception] seeds=[0,1] trainer.max_epochs=1
     bloodcls sweep report_only=true dir=outputs/sweeps/<name>        # rebuild a report
 
-Arguments only; the work is done by :mod:`bloodcls.analysis.sweep`.
+Arguments only; the work is done by :mod:`bloodcls.sweeps.launch`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"{USAGE}\n{CONFIG_DIR}/sweep.yaml:\n\n{(Path(CONFIG_DIR) / 'sweep.yaml').read_text()}", end="")
         return 0
-    from bloodcls.analysis.sweep import main as run_sweep
+    from bloodcls.sweeps.launch import main as run_sweep
 
     return report_user_errors(run_sweep)(argv)

@@ -107,6 +107,11 @@ class RunPaths:
         return self.folder / HYDRA_SUBDIR / HYDRA_CONFIG
 
     @property
+    def hydra_overrides(self) -> Path:
+        """The overrides Hydra saved for the run (a sweep job's identity: experiment=, seed=, data.fold=)."""
+        return self.folder / HYDRA_SUBDIR / HYDRA_OVERRIDES
+
+    @property
     def robustness(self) -> SuiteFiles:
         return SuiteFiles(self.folder / ROBUSTNESS_DIR)
 

@@ -32,11 +32,11 @@ from omegaconf import OmegaConf
 
 from bloodcls.common.rundir import (
     CHECKPOINT_DIR,
-    HYDRA_OVERRIDES,
     HYDRA_SUBDIR,
     LAST_CKPT,
     RESULTS_FILE,
     STATUS_FILE,
+    RunPaths,
     run_folder_of,
 )
 from bloodcls.config import override_key
@@ -56,14 +56,20 @@ class ResumeTarget:
     run_dir: Path | None  # None: a checkpoint outside any run folder (continued in a new folder)
 
 
+def checkpoint_to_continue(run_dir: Path) -> Path | None:
+    """The checkpoint ``resume=<run folder>`` continues from: the one status.json names, else
+    ``checkpoints/last.ckpt``; None when neither exists."""
+    status = read_status(run_dir) or {}
+    candidates = [Path(status["last_checkpoint"])] if status.get("last_checkpoint") else []
+    candidates.append(run_dir / CHECKPOINT_DIR / LAST)
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def resolve_resume(resume: str | Path) -> ResumeTarget:
     """Check what ``resume=`` names and find the checkpoint to continue from; a UserError says what is wrong."""
     path = Path(str(resume)).expanduser()
     if path.is_dir():
-        status = read_status(path) or {}
-        candidates = [Path(status["last_checkpoint"])] if status.get("last_checkpoint") else []
-        candidates.append(path / CHECKPOINT_DIR / LAST)
-        checkpoint = next((p for p in candidates if p.is_file()), None)
+        checkpoint = checkpoint_to_continue(path)
         if checkpoint is None:
             hint = ("it stopped before finishing its first epoch, so there is nothing to continue: start it again "
                     "without resume=" if (path / STATUS_FILE).is_file() or (path / HYDRA_SUBDIR).is_dir()
@@ -148,7 +154,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         raise ResumeError("resume= continues one run: run `python train.py resume=<run folder>` once per run, "
                           "without -m/--multirun.")
     target = resolve_resume(value)
-    overrides_file = target.run_dir / HYDRA_SUBDIR / HYDRA_OVERRIDES if target.run_dir is not None else None
+    overrides_file = RunPaths(target.run_dir).hydra_overrides if target.run_dir is not None else None
     if overrides_file is None or not overrides_file.is_file():
         return argv
     original = [str(o) for o in OmegaConf.load(overrides_file)]

@@ -56,13 +56,20 @@ def still_running(status: dict[str, Any]) -> int | None:
         return None
     if pid == os.getpid():
         return None
+    return pid if process_alive(pid) else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine, whoever owns it."""
+    if pid <= 0:  # 0 and negative numbers name process groups, not a process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid  # alive, owned by someone else
-    return pid
+        return True  # alive, owned by someone else
+    return True
 
 
 def is_rank_zero() -> bool:

@@ -2,9 +2,10 @@
 
 Completed jobs are kept as they are; interrupted ones (Ctrl-C, SIGTERM, a SIGKILL or a lost machine) continue
 from their ``last.ckpt`` with their own overrides, as ``train.py resume=<run>`` does; jobs that never started,
-or stopped before finishing an epoch, start. ``seeds=[...]`` / ``experiments=[...]`` add jobs to the plan
+or stopped before finishing an epoch, start, and so does a job whose ``last.ckpt`` cannot be read (its folder is
+kept under ``runs/.restarted/`` and the resume says so). ``seeds=[...]`` / ``experiments=[...]`` add jobs to the plan
 without retraining what exists. The jobs run as ``train.py`` processes, ``jobs`` at a time, each in its own
-process group (:mod:`bloodcls.analysis.processes`); the sweep's report is then built over all of them.
+process group (:mod:`bloodcls.sweeps.processes`); the sweep's report is then built over all of them.
 """
 
 from __future__ import annotations
@@ -16,22 +17,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bloodcls.analysis.report import PLAN_FILE
-from bloodcls.analysis.sweep_folds import fold_overrides
-from bloodcls.analysis.sweep_jobs import (
-    CONTINUE,
-    DONE,
-    LIVE,
-    RUNS_DIR,
-    START,
-    Job,
-    next_job_number,
-    set_aside,
-)
 from bloodcls.common.files import REPO
 from bloodcls.common.rundir import read_json, write_json
+from bloodcls.common.sweepdir import PLAN_FILE, RUNS_DIR
 from bloodcls.config import compose_config, override_key
 from bloodcls.errors import UserError
+from bloodcls.runs.resume import ResumeTarget, check_checkpoint, checkpoint_to_continue
+from bloodcls.sweeps.folds import fold_overrides
+from bloodcls.sweeps.jobs import CONTINUE, DONE, LIVE, START, Job, next_job_number, set_aside
 
 # Sweep settings a resume may change: the plan grows by experiments/seeds; jobs/wandb_report/robustness are how
 # it runs and reports. Anything else (training overrides, folds=, name=, dir=) would make the jobs of one sweep differ.
@@ -100,13 +93,32 @@ def plan_resume(sweep_dir: Path, plan: dict[str, Any], jobs: list[Job], threads:
     for job in jobs:
         if job.state == DONE:
             continue
-        if job.state == START and job.folder is not None:
+        if job.state == CONTINUE and (problem := unreadable_checkpoint(job.folder)) is not None:
+            job.state = START
+            aside = set_aside(job.folder)
+            print(f"[sweep] {job.folder.name} cannot continue: {problem}. Its folder is kept as {aside} (its logs and "
+                  "best.ckpt stay there); starting the job again from scratch", flush=True)
+        elif job.state == START and job.folder is not None:
             aside = set_aside(job.folder)
             print(f"[sweep] {job.folder.name} stopped before finishing an epoch: kept as {aside}, starting it again",
                   flush=True)
         todo.append((job, job_command(job, sweep_dir, plan, threads, number)))
         number += job.folder is None
     return todo
+
+
+def unreadable_checkpoint(folder: Path) -> str | None:
+    """Why the checkpoint ``train.py resume=<folder>`` would continue from cannot be (read as ``resume=`` reads it,
+    weights-only, training state included), or None when it can. Without this a truncated ``last.ckpt`` fails its
+    job at every resume and the sweep never finishes."""
+    checkpoint = checkpoint_to_continue(folder)
+    if checkpoint is None:
+        return f"{folder}/checkpoints has no last.ckpt"
+    try:
+        check_checkpoint(ResumeTarget(checkpoint=checkpoint, run_dir=folder))
+    except UserError as err:
+        return str(err).split(". ")[0]  # the first sentence names the file and what is wrong with it
+    return None
 
 
 def describe(todo: list[tuple[Job, list[str]]], jobs: list[Job]) -> str:

@@ -2,7 +2,8 @@
 
 Every (experiment, seed) runs once per fold: ``data.folds=K data.fold=0..K-1`` (bloodcls.data.splits keeps the
 test hold-out fixed and makes fold ``i`` validation), each run named ``<experiment>_f<fold>_s<seed>``. The fold is
-part of a job's identity wherever a sweep's jobs are keyed: it is read back from the job's ``data.fold=`` override.
+part of a job's identity wherever a sweep's jobs are keyed: it is read back from the job's ``data.fold=`` override
+(the list of folds a plan runs, :func:`bloodcls.common.sweepdir.fold_list`, is shared with the report).
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ from bloodcls.errors import UserError
 
 FOLDER_TARGET = "bloodcls.data.FolderDataModule"
 FOLD_RUN_NAME = "${experiment_name}_f${data.fold}_s${seed}"
-
-
-def fold_list(folds: int | None) -> list[int | None]:
-    """The folds each (experiment, seed) runs: 0..K-1, or [None] for a sweep without folds."""
-    return list(range(folds)) if folds else [None]
 
 
 def fold_overrides(folds: int | None, fold: int | str | None) -> list[str]:
@@ -66,8 +62,3 @@ def override_fold(found: dict[str, str]) -> int | None:
         return int(found["data.fold"]) if "data.fold" in found else None
     except ValueError:
         return None
-
-
-def job_label(seed: int, fold: int | None) -> str:
-    """``seed 0`` or ``seed 0 fold 2``: how a job is named in status lines and the report."""
-    return f"seed {seed}" if fold is None else f"seed {seed} fold {fold}"

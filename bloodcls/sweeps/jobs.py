@@ -17,15 +17,12 @@ from typing import Any
 
 import yaml
 
-from bloodcls.analysis.sweep_folds import fold_list, job_label, override_fold
 from bloodcls.common.files import atomic_write
-from bloodcls.common.rundir import CHECKPOINT_DIR, HYDRA_SUBDIR, LAST_CKPT, RESULTS_FILE, job_folders
+from bloodcls.common.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, RunPaths, job_folders
+from bloodcls.common.sweepdir import JOBS_FILE, RUNS_DIR, SET_ASIDE_DIR, job_label, planned_jobs
 from bloodcls.runs.status import COMPLETED, RUNNING, read_status, still_running
+from bloodcls.sweeps.folds import override_fold
 from bloodcls.training.progress import clock
-
-JOBS_FILE = "jobs.txt"  # <sweep>/jobs.txt: one status line per job, rewritten while the sweep runs
-RUNS_DIR = "runs"
-SET_ASIDE_DIR = ".restarted"  # <sweep>/runs/.restarted/: folders of jobs that stopped before any checkpoint
 
 # What a planned job needs: nothing (done), to be continued from its last.ckpt, started afresh, or nothing yet
 # because it is still going in another process.
@@ -46,19 +43,11 @@ class Job:
         return self.experiment, self.seed, self.fold
 
 
-def planned_jobs(plan: dict[str, Any]) -> list[tuple[str, int, int | None]]:
-    """(experiment, seed, fold) in the order Hydra's multirun launches them: experiment-major, then seed, then
-    fold (None without ``folds``)."""
-    return [(e, int(s), f) for e in plan.get("experiments") or [] for s in plan.get("seeds") or []
-            for f in fold_list(plan.get("folds"))]
-
-
 def job_identity(folder: Path) -> tuple[str, int, int | None] | None:
     """(experiment, seed, fold) of a job folder, from the overrides Hydra saved for it (``experiment=``, ``seed=``,
     ``data.fold=``; fold None without one)."""
-    path = folder / HYDRA_SUBDIR / "overrides.yaml"
     try:
-        overrides = yaml.safe_load(path.read_text()) or []
+        overrides = yaml.safe_load(RunPaths(folder).hydra_overrides.read_text()) or []
     except (OSError, yaml.YAMLError):
         return None
     found: dict[str, str] = {}
@@ -110,8 +99,8 @@ def next_job_number(sweep_dir: Path) -> int:
 
 
 def set_aside(folder: Path) -> Path:
-    """Move a job folder that holds no checkpoint to ``runs/.restarted/<name>-<time>`` (kept, never deleted), so
-    the job can start again under its own name."""
+    """Move a job folder that cannot be continued (no checkpoint, or one that cannot be read) to
+    ``runs/.restarted/<name>-<time>`` (kept, never deleted), so the job can start again under its own name."""
     target = folder.parent / SET_ASIDE_DIR / f"{folder.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     target.parent.mkdir(parents=True, exist_ok=True)
     folder.rename(target)
