@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Publish each finished run of long sweeps the moment it finishes, regenerate the tables and commit them, so that
+# nothing published depends on a run folder that can vanish with the machine (docs/guide/publishing.md).
+#
+#   nohup scripts/publish_watch.sh outputs/sweeps/study_fp32_cpu:results/study-fp32-cpu \
+#       outputs/sweeps/running_bn_fp32_cpu:results/study-running_bn-fp32-cpu > publish_watch.log 2>&1 &
+#
+# Every INTERVAL seconds (default 300): `bloodcls publish <sweep> <footing>` for each pair, then, when a record is
+# new, `bloodcls tables` and a commit of results/ and the generated pages only (nothing else in the checkout).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BLOODCLS=${BLOODCLS:-.venv/bin/bloodcls}
+INTERVAL=${INTERVAL:-300}
+while true; do
+  for pair in "$@"; do
+    "$BLOODCLS" publish "${pair%%:*}" "${pair##*:}" > /dev/null 2>&1 || true
+  done
+  if [ -n "$(git status --porcelain -- results)" ]; then
+    "$BLOODCLS" tables
+    new=$(git status --porcelain -- results | grep -o '[^/]*_s[0-9]*\.json' | sed 's/\.json//' | sort | tr '\n' ' ')
+    git add results
+    pages=$(git status --porcelain -- README.md docs | awk '{print $2}' | xargs -r grep -l "<!-- table:")
+    git commit -q -m "Published: ${new}(bloodcls publish + bloodcls tables, by scripts/publish_watch.sh)" -- results $pages \
+      && echo "$(date -u +%FT%TZ) committed ${new}"
+  fi
+  sleep "$INTERVAL"
+done
