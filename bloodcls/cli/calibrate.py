@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the re-calibrated checkpoint to write (a new .ckpt file)")
     p.add_argument("--coverage", type=float, default=0.9, help="share of images whose prediction set holds the "
                    "true class (default 0.9)")
-    p.add_argument("--method", choices=("aps", "raps"), default="aps", help="conformal score (default aps)")
+    p.add_argument("--method", choices=("lac", "aps", "raps"), default="aps", help="conformal score (default aps)")
     p.add_argument("--classes", help="YAML map of folder class -> model class (e.g. `ig: immature_granulocytes`)")
     p.add_argument("--json", action="store_true", help="print the before/after report as JSON")
     return p

@@ -21,7 +21,7 @@ from bloodcls.data.labelled import LabelledImages
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature
-from bloodcls.uncertainty.conformal import ConformalSets, min_calibration_images
+from bloodcls.uncertainty.conformal import ConformalSets, SetOptions, min_calibration_images
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.fitting import MAX_ERROR, logits_and_features, set_report, tta_proba_calibrated
 from bloodcls.uncertainty.ood import accept_threshold, mahalanobis_score
@@ -66,7 +66,7 @@ def recalibrate(model: TrainedModel, data: LabelledImages, coverage: float = 0.9
                     abstain_below=abstain_threshold(proba.max(1).values, proba.argmax(1) == y, MAX_ERROR),
                     abstain_below_tta=abstain_threshold(tta.max(1).values, tta.argmax(1) == y, MAX_ERROR),
                     ood_threshold=accept_threshold(gate, old.id_accept),
-                    conformal=ConformalSets.fit(proba, y, coverage, method),
+                    conformal=ConformalSets.fit(proba, y, SetOptions(coverage, method)),
                     calibrated_on={"data": str(data.files.source), "images": len(y), "checkpoint": str(model.path),
                                    "classes": data.match.describe(), "date": dt.date.today().isoformat()})
     before = old.assess(logits, features)

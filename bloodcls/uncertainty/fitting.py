@@ -16,7 +16,7 @@ from torch import nn
 from bloodcls.common.tensors import to_float_images
 from bloodcls.common.tta import eight_views
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature, reliability_bins
-from bloodcls.uncertainty.conformal import DEFAULT_COVERAGE, ConformalSets, min_calibration_images, set_scores
+from bloodcls.uncertainty.conformal import DEFAULT_COVERAGE, ConformalSets, SetOptions, min_calibration_images
 from bloodcls.uncertainty.far_ood import far_ood_sets
 from bloodcls.uncertainty.ood import (
     ID_ACCEPT,
@@ -29,6 +29,7 @@ from bloodcls.uncertainty.ood import (
     penultimate,
 )
 from bloodcls.uncertainty.selective import abstain_threshold, curve_points, selective_scores
+from bloodcls.uncertainty.set_metrics import set_scores
 from bloodcls.uncertainty.state import TrustState
 
 MAX_ERROR = 0.01  # abstention: validation error rate of the accepted predictions
@@ -88,7 +89,7 @@ def fit_trust(net: nn.Module, splits: dict[str, tuple[Any, Any]], max_train_imag
                        ood_threshold=accept_threshold(s_va, ID_ACCEPT), id_accept=ID_ACCEPT,
                        feature_layer=feature_layer(net)[0],
                        abstain_below_tta=abstain_threshold(p_va_tta.max(1).values, p_va_tta.argmax(1) == y_va, MAX_ERROR),
-                       conformal=(ConformalSets.fit(p_va, y_va, DEFAULT_COVERAGE)  # none on a tiny validation split
+                       conformal=(ConformalSets.fit(p_va, y_va, SetOptions(DEFAULT_COVERAGE))  # none on a tiny validation split
                                   if len(y_va) >= min_calibration_images(DEFAULT_COVERAGE) else None))
     return state, evaluate_trust(net, state, splits["test"], far_ood_n=far_ood_n, seed=seed,
                                  fitted_on={"train_images": len(y_tr), "val_images": len(y_va),
