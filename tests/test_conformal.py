@@ -168,6 +168,9 @@ def test_a_coverage_outside_zero_one_is_refused(coverage):
 
 
 def test_training_fits_sets_and_predict_shows_them(reference_run, synthetic_root, tmp_path, capsys):
+    """The run's own set figures are what predict's sets give on the same test images: coverage over the images the
+    gate accepts, mean size, per class; a refused image has no set; TTA sets hold the class shown."""
+    import numpy as np
     from PIL import Image
 
     from bloodcls.cli.predict import main as predict_main
@@ -176,15 +179,31 @@ def test_training_fits_sets_and_predict_shows_them(reference_run, synthetic_root
 
     run, results = reference_run
     sets = results["trust"]["sets"]
-    assert sets["target_coverage"] == 0.9 and 0 <= sets["coverage"] <= 1 and 1 <= sets["mean_size"] <= 8
     ckpt = run / "checkpoints" / "best.ckpt"
     model = load_trained(ckpt)
-    assert model.trust.conformal.n_calibration == 48  # the synthetic validation split
-    test = load_npz(synthetic_root / "bloodmnist.npz")["test"][0]
-    for i in range(3):
-        Image.fromarray(test[i]).save(tmp_path / f"cell{i}.png")
+    assert model.trust.conformal.n_calibration == model.trust.conformal_tta.n_calibration == 48  # the validation split
+    assert sets["score"] == "randomized APS" and sets["target_coverage"] == 0.9 and not sets["class_conditional"]
+    images, labels = load_npz(synthetic_root / "bloodmnist.npz")["test"]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"cell{i:03d}.png")
+    Image.fromarray(np.full((40, 40, 3), 255, np.uint8)).save(tmp_path / "white.png")
     assert predict_main([str(ckpt), str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["set_coverage"] == 0.9
-    for row in out["results"]:
-        assert row["class"] in row["prediction_set"] and set(row["prediction_set"]) <= set(model.class_names)
+    rows = {r["path"].rsplit("/", 1)[1]: r for r in out["results"]}
+    assert out["set_coverage"] == 0.9 and out["set_score"] == "randomized APS"
+    assert rows["white.png"]["verdict"] == "not_a_cell" and "prediction_set" not in rows["white.png"]
+    cells = [rows[f"cell{i:03d}.png"] for i in range(len(images))]
+    accepted = [(r, model.class_names[y]) for r, y in zip(cells, labels.reshape(-1), strict=True) if r["in_distribution"]]
+    assert all("prediction_set" not in r for r in cells if not r["in_distribution"])
+    assert sets["images"] == len(accepted) and sets["gate_refused_share"] == pytest.approx(1 - len(accepted) / 80)
+    assert sets["coverage"] == pytest.approx(sum(true in r["prediction_set"] for r, true in accepted) / len(accepted))
+    assert sets["mean_size"] == pytest.approx(sum(len(r["prediction_set"]) for r, _ in accepted) / len(accepted))
+    basophils = [r for r, true in accepted if true == "basophil"]
+    assert sets["per_class"][0] == {"class": "basophil", "images": len(basophils), "coverage": pytest.approx(
+        sum("basophil" in r["prediction_set"] for r in basophils) / len(basophils)), "mean_size": pytest.approx(
+        sum(len(r["prediction_set"]) for r in basophils) / len(basophils))}
+    assert predict_main([str(ckpt), str(tmp_path), "--json", "--tta"]) == 0
+    tta = json.loads(capsys.readouterr().out)
+    assert tta["tta"] and tta["set_coverage"] == 0.9
+    for row in tta["results"]:
+        assert row["class"] in row["prediction_set"] if row["in_distribution"] else "prediction_set" not in row

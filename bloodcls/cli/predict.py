@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_text(report))
         if not report["calibrated"]:
             print(f"note: {report['trust']['why']}", file=sys.stderr)
+        for note in report["trust"].get("unavailable", []):
+            print(f"note: {note}", file=sys.stderr)
     if report["skipped"]:
         names = ", ".join(Path(s["path"]).name for s in report["skipped"][:10])
         more = f" and {len(report['skipped']) - 10} more" if len(report["skipped"]) > 10 else ""
