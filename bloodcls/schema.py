@@ -112,6 +112,8 @@ RULES: tuple[Rule, ...] = (
     Rule("strong_epochs", lambda v: _int(v) and v >= 1, "a whole number >= 1 (the epochs of recipe=strong)"),
     Rule("callbacks.early_stopping.patience", lambda v: _int(v) and v >= 0, "a whole number >= 0"),
     _choice("callbacks.precise_bn.when", PRECISE_BN_WHEN),
+    Rule("callbacks.trust.coverage", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1), e.g. 0.9"),
+    Rule("callbacks.trust.per_class", lambda v: isinstance(v, bool), "true or false"),
 )
 BY_KEY = {rule.key: rule for rule in RULES}
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 from bloodcls.inference.adaptation import recompute_statistics  # noqa: E402
 from bloodcls.inference.checkpoint import load_trained  # noqa: E402
 from bloodcls.uncertainty.far_ood import far_ood_sets  # noqa: E402
-from bloodcls.uncertainty.fitting import logits_and_features  # noqa: E402
+from bloodcls.uncertainty.judgement import judge  # noqa: E402
+from bloodcls.uncertainty.outputs import network_outputs  # noqa: E402
 
 LAB_SHIFTS = ("hue", "saturation_up", "brightness_down")  # scripts/make_lab_folder.py's second lab
 
@@ -78,10 +79,11 @@ def main() -> None:
         return net
 
     def accepts(net: torch.nn.Module, images: np.ndarray) -> float:
-        return float(model.trust.assess(*logits_and_features(net, images))["in_distribution"].double().mean())
+        outputs = network_outputs(net, images)
+        return float(judge(outputs.logits, outputs.features, model.trust).accepted.double().mean())
 
     def accuracy(net: torch.nn.Module, images: np.ndarray = held) -> float:
-        return float((logits_and_features(net, images)[0].argmax(1) == y_held).double().mean())
+        return float((network_outputs(net, images).logits.argmax(1) == y_held).double().mean())
 
     full = adapted(pool)
     for name, net in (("as_is", model.net), ("adapted_on_pool", full)):

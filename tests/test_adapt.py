@@ -19,7 +19,7 @@ from bloodcls.inference.adaptation import MIN_IMAGES, adapt_model, adaptation_st
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.models.batchnorm import batchnorm_buffers
 from bloodcls.uncertainty.far_ood import far_ood_sets
-from bloodcls.uncertainty.fitting import logits_and_features
+from bloodcls.uncertainty.outputs import network_outputs
 from tests.synthetic import synthetic_split
 
 
@@ -43,7 +43,7 @@ def write_images(folder, images, classes: list[str] | None = None):
 
 
 def accuracy(net, images, labels) -> float:
-    return float((logits_and_features(net, images)[0].argmax(1).numpy() == labels).mean())
+    return float((network_outputs(net, images).logits.argmax(1).numpy() == labels).mean())
 
 
 @pytest.fixture(scope="module")

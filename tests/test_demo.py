@@ -69,11 +69,11 @@ def cell_image(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def own_cell(reference_run, synthetic_root, tmp_path_factory) -> Path:
     """Of the run's own synthetic test images, the one its gate likes best among those it answers confidently (a PNG)."""
-    from bloodcls.inference.classify import assess
+    from bloodcls.inference.classify import judge_images
 
     images = np.load(synthetic_root / file_name(28))["test_images"][:16]
-    judged = assess(load_demo_model(reference_run[0]).trained, images)
-    scores = np.where(judged["in_distribution"] & ~judged["abstain"], judged["ood_score"], np.inf)
+    judged = judge_images(load_demo_model(reference_run[0]).trained, images)
+    scores = np.where((judged.accepted & ~judged.review).numpy(), judged.gate_score.numpy(), np.inf)
     assert np.isfinite(scores).any(), "the gate or the review threshold turns away all of the run's own test images"
     path = tmp_path_factory.mktemp("own") / "synthetic_test.png"
     Image.fromarray(images[int(np.argmin(scores))]).save(path)

@@ -12,6 +12,7 @@ from bloodcls.analysis.evaluate_report import default_output
 from bloodcls.cli.evaluate import main
 from bloodcls.common.checkpoints import TRUST_KEY
 from bloodcls.inference.evaluation import class_scores, score
+from bloodcls.uncertainty.conformal import ConformalSets
 from bloodcls.uncertainty.state import TrustState
 from tests.synthetic import write_synthetic_folder
 
@@ -50,15 +51,31 @@ def test_a_class_never_predicted_has_no_precision():
 
 def test_trust_scores_by_hand():
     features = torch.tensor([[0.0], [1.0], [3.0], [0.0], [0.0], [-4.0]])  # score 0.5 f^2: > 2 for images 2 and 5
+    sets = ConformalSets("lac", 0.9, threshold=0.8, n_calibration=50)  # a class is in when its probability >= 0.2
     trust = TrustState(temperature=2.0, abstain_below=0.6, max_error=0.01, ood_means=torch.zeros(4, 1),
-                       ood_precision=torch.eye(1), ood_threshold=2.0, id_accept=0.95, feature_layer="fc")
+                       ood_precision=torch.eye(1), ood_threshold=2.0, id_accept=0.95, feature_layer="fc",
+                       conformal=sets)
     report, judged = score(logits(), features, TARGETS, NAMES, trust)
-    # confidence at T = 2: e^5 / (e^5 + 3) = 0.98 for a margin of 10, e^0.5 / (e^0.5 + 3) = 0.35 for 1
-    assert judged["confidence"][1].item() == pytest.approx(math.exp(0.5) / (math.exp(0.5) + 3))
+    # confidence at T = 2: e^5 / (e^5 + 3) = 0.98 for a margin of 10, e^0.5 / (e^0.5 + 3) = 0.35 for 1 (the other
+    # three classes 1 / (e^0.5 + 3) = 0.215 each)
+    assert judged.confidence[1].item() == pytest.approx(math.exp(0.5) / (math.exp(0.5) + 3))
     assert report["review"] == {"threshold": 0.6, "fires": 2, "share": pytest.approx(2 / 6),
                                 "accepted_accuracy": pytest.approx(3 / 4)}  # accepted 0, 3, 4, 5: 4 is wrong
     assert report["gate"] == {"threshold": 2.0, "fires": 2, "share": pytest.approx(2 / 6)}
-    assert report["trust"] == {"available": True, "temperature": 2.0}
+    assert report["trust"] == {"available": True, "temperature": 2.0, "unavailable": []}
+    # sets over the 4 images the gate accepts (0, 1, 3, 4): {a}, {a, b, c, d}, {b}, {d}; image 4 (a b) is missed
+    s = report["sets"]
+    assert (s["images"], s["gate_refused_share"]) == (4, pytest.approx(2 / 6))
+    assert (s["coverage"], s["mean_size"], s["singletons"]) == (0.75, 1.75, 0.75)
+    assert s["per_class"] == [{"class": "a", "images": 2, "coverage": 1.0, "mean_size": 2.5},
+                              {"class": "b", "images": 2, "coverage": 0.5, "mean_size": 1.0},
+                              {"class": "c", "images": 0, "coverage": None, "mean_size": None},  # image 5: refused
+                              {"class": "d", "images": 0, "coverage": None, "mean_size": None}]
+    assert s["worst_class_coverage"] == 0.5 and s["score"] == "LAC" and s["target_coverage"] == 0.9
+    # size 0-1: images 0, 3, 4 cover 2 of 3; size 4-10: image 1 covers: SSCV = max(0.9 - 2/3, 1 - 0.9)
+    assert s["strata"] == [{"sizes": "0-1", "images": 3, "coverage": pytest.approx(2 / 3)},
+                           {"sizes": "4-10", "images": 1, "coverage": 1.0}]
+    assert s["sscv"] == pytest.approx(0.9 - 2 / 3)
     cal = report["calibration"]
     assert cal["before"]["nll"] == pytest.approx(F.cross_entropy(logits(), TARGETS).item(), rel=1e-5)
     assert cal["after"]["nll"] == pytest.approx(F.cross_entropy(logits() / 2, TARGETS).item(), rel=1e-5)
@@ -69,7 +86,7 @@ def test_without_a_trust_state_only_uncalibrated_scores():
     report, judged = score(logits(), torch.zeros(6, 1), TARGETS, NAMES, None)
     assert report["review"] is None and report["gate"] is None and report["calibration"]["after"] is None
     assert "bloodcls trust <run folder> --refit" in report["trust"]["why"]
-    assert judged["confidence"][0].item() == pytest.approx(math.exp(10) / (math.exp(10) + 3))
+    assert judged.confidence[0].item() == pytest.approx(math.exp(10) / (math.exp(10) + 3)) and not judged.calibrated
 
 
 # -- the command ------------------------------------------------------------------------------------------------
@@ -97,10 +114,6 @@ def test_cli_writes_the_report_predictions_and_figure(trained_checkpoint, lab, t
     assert sum(map(sum, report["confusion_matrix"])) == 20 and report["classes_scored"] == 4
     per_class = {r["class"]: r for r in report["per_class"]}
     assert per_class["eosinophil"]["support"] == 5 and per_class["monocyte"]["support"] == 0
-    assert report["trust"]["available"] and 0 <= report["review"]["share"] <= 1 and report["gate"]["fires"] >= 0
-    assert report["calibration"]["after"]["ece"] >= 0
-    sets = report["sets"]  # the training run fitted 90 % sets on its validation split
-    assert sets["target_coverage"] == 0.9 and 0 <= sets["coverage"] <= 1 and 1 <= sets["mean_size"] <= 8
     saved = json.loads((out / "report.json").read_text())
     assert saved["accuracy"] == report["accuracy"] and saved["files"]["confusion"] == str(out / "confusion.png")
     with open(out / "predictions.csv", newline="") as fh:
@@ -108,7 +121,21 @@ def test_cli_writes_the_report_predictions_and_figure(trained_checkpoint, lab, t
     assert len(rows) == 20 and {r["label"] for r in rows} == {"basophil", "Eosinophils", "erythroblast", "ig"}
     assert {r["true"] for r in rows if r["label"] == "ig"} == {"immature_granulocytes"}
     assert sum(r["correct"] == "True" for r in rows) / 20 == pytest.approx(report["accuracy"])
-    assert all(r["review"] in ("True", "False") and r["gate_fires"] in ("True", "False") for r in rows)
+    # the report's figures are the rows' (the same judgement): review, gate, and sets over the accepted images
+    assert report["review"]["fires"] == sum(r["review"] == "True" for r in rows)
+    assert report["gate"]["fires"] == sum(r["gate_fires"] == "True" for r in rows) and report["trust"]["available"]
+    assert all(r["calibrated"] == "True" for r in rows)
+    accepted = [r for r in rows if r["gate_fires"] == "False"]
+    assert all(r["prediction_set"] == "" for r in rows if r["gate_fires"] == "True")
+    sets = report["sets"]  # the training run fitted 90 % sets on its validation split
+    assert sets["target_coverage"] == 0.9 and sets["images"] == len(accepted)
+    assert sets["coverage"] == pytest.approx(sum(r["true"] in r["prediction_set"].split("|") for r in accepted)
+                                             / len(accepted))
+    assert sets["mean_size"] == pytest.approx(sum(len(r["prediction_set"].split("|")) for r in accepted) / len(accepted))
+    assert all(r["predicted"] in r["prediction_set"].split("|") for r in accepted)
+    per_class = {c["class"]: c for c in sets["per_class"]}
+    eos = [r for r in accepted if r["true"] == "eosinophil"]
+    assert per_class["eosinophil"]["images"] == len(eos) and per_class["monocyte"]["images"] == 0
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

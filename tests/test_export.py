@@ -74,3 +74,24 @@ def test_an_export_that_disagrees_is_not_kept(trained_checkpoint, tmp_path, monk
     with pytest.raises(UserError, match="differs from PyTorch by up to 0.001"):
         export_mod.export(model, "torchscript", out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_an_export_whose_judgement_differs_is_not_kept(trained_checkpoint, tmp_path, monkeypatch):
+    """Within a loose --atol the logits pass, but the class they give differs: the judgement check refuses it."""
+    model = load_trained(trained_checkpoint)
+
+    def swapped(m, fmt, path, x):  # the top two classes of each image swapped
+        logits = m.net(x).detach()
+        top2 = logits.topk(2, dim=1).indices
+        rows = torch.arange(len(logits))
+        out = logits.clone()
+        out[rows, top2[:, 0]], out[rows, top2[:, 1]] = logits[rows, top2[:, 1]], logits[rows, top2[:, 0]]
+        return out.numpy()
+
+    monkeypatch.setattr(export_mod, "run_export", swapped)
+    out = tmp_path / "model.pt"
+    with pytest.raises(UserError, match="gives another judgement"):
+        export_mod.export(model, "torchscript", out, atol=1e9)
+    assert not out.exists()
+    monkeypatch.setattr(export_mod, "run_export", lambda m, fmt, path, x: m.net(x).detach().numpy())
+    assert export_mod.export(model, "torchscript", out)["same_judgement"] is True

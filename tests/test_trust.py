@@ -12,7 +12,7 @@ from bloodcls.cli.predict import main as predict_main
 from bloodcls.cli.trust import main as trust_main
 from bloodcls.data import load_npz
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.classify import assess
+from bloodcls.inference.classify import judge_images
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.uncertainty.calibration import calibration_scores, fit_temperature
 from bloodcls.uncertainty.far_ood import far_ood_sets
@@ -79,12 +79,12 @@ def test_gate_flags_non_cells_and_accepts_the_test_images(trained_checkpoint, sy
     model = load_trained(trained_checkpoint)
     assert model.trust is not None and model.trust.feature_layer.startswith("classifier")
     test = load_npz(synthetic_root / "bloodmnist.npz")["test"][0]
-    assert assess(model, test)["in_distribution"].mean() >= 0.8
+    assert judge_images(model, test).accepted.double().mean() >= 0.8
     sets = far_ood_sets(28, n=40, seed=0)
     uniform_noise = sets["noise"][:20]  # the uniform-noise half (the Gaussian half resembles this toy data)
     for name, images in [("natural", sets["natural"]), ("natural_crops", sets["natural_crops"]),
                          ("uniform", sets["uniform"]), ("noise", uniform_noise)]:
-        assert (~assess(model, images)["in_distribution"]).mean() >= 0.9, name
+        assert (~judge_images(model, images).accepted).double().mean() >= 0.9, name
 
 
 def test_trust_state_round_trips_weights_only_and_through_safetensors(trained_checkpoint, tmp_path):
@@ -207,10 +207,10 @@ def test_tta_predictions_are_judged_by_a_threshold_fitted_on_tta_confidence(trai
     trust = model.trust
     assert trust.abstain_below_tta is not None and 0 < trust.abstain_below_tta <= 1
     images, labels = load_npz(synthetic_root / "bloodmnist.npz")["val"]
-    judged = assess(model, images, tta=True)
-    assert np.array_equal(judged["abstain"], judged["confidence"] < trust.abstain_below_tta)
-    kept = ~judged["abstain"]  # the validation split it was fitted on meets the 1 % target under TTA too
-    assert (judged["proba"][kept].argmax(1) != labels.reshape(-1)[kept]).mean() <= trust.max_error
+    judged = judge_images(model, images, tta=True)
+    assert judged.tta and torch.equal(judged.review, judged.confidence < trust.abstain_below_tta)
+    kept = ~judged.review.numpy()  # the validation split it was fitted on meets the 1 % target under TTA too
+    assert (judged.predicted.numpy()[kept] != labels.reshape(-1)[kept]).mean() <= trust.max_error
 
 
 def test_tta_with_a_state_fitted_before_tta_thresholds_is_refused(trained_checkpoint, synthetic_root, tmp_path,

@@ -85,6 +85,21 @@ def _calibration(scores: dict[str, float]) -> str:
     return f"ECE {100 * scores['ece']:.2f} %, NLL {scores['nll']:.3f}, Brier {scores['brier']:.3f}"
 
 
+def set_lines(sets: dict[str, Any]) -> list[str]:
+    """The prediction sets: marginal figures over the images the gate accepts, SSCV, then one line per class."""
+    size = "-" if sets["mean_size"] is None else f"{sets['mean_size']:.2f}"
+    lines = [f"prediction sets ({sets['score']}, {_pct(sets['target_coverage'])} asked), over the {sets['images']} "
+             f"images the gate accepts ({_pct(sets['gate_refused_share'])} refused): hold the true class for "
+             f"{_pct(sets['coverage'])}, {size} classes on average, {_pct(sets['singletons'])} single-class; worst "
+             f"class {_pct(sets['worst_class_coverage'])}; size-stratified violation (SSCV) "
+             f"{_pct(sets['sscv'])}"]
+    for row in sets["per_class"]:
+        if row["images"]:
+            lines.append(f"  {row['class']}: {_pct(row['coverage'])} of {row['images']}, "
+                         f"{row['mean_size']:.2f} classes on average")
+    return lines
+
+
 def format_text(report: dict[str, Any]) -> str:
     """The report as a reader sees it: headline scores, a per-class table, calibration, review and gate firing,
     what was not scored, and where the files are."""
@@ -108,9 +123,8 @@ def format_text(report: dict[str, Any]) -> str:
                      f"images ({review['fires']}); accuracy on the accepted {_pct(review['accepted_accuracy'])}")
         lines.append(f"not-a-cell gate: fires on {_pct(gate['share'])} ({gate['fires']} images)")
         if report.get("sets"):
-            sets = report["sets"]
-            lines.append(f"prediction sets ({_pct(sets['target_coverage'])} asked): hold the true class for "
-                         f"{_pct(sets['coverage'])} of the images, {sets['mean_size']:.2f} classes on average")
+            lines += set_lines(report["sets"])
+        lines += [f"note: {note}" for note in report["trust"].get("unavailable") or []]
     else:
         lines.append(f"note: {report['trust']['why']}")
     if report.get("adapted"):

@@ -26,8 +26,10 @@ from bloodcls.robustness.shifts import SEVERITIES, SHIFTS
 from bloodcls.robustness.suite import shift_generator
 from bloodcls.runs.environment import environment
 from bloodcls.uncertainty.figures import reliability_diagram
-from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, logits_and_features, summary
-from bloodcls.uncertainty.ood import MIN_FAR_OOD_AUROC, mahalanobis_score
+from bloodcls.uncertainty.fitting import evaluate_trust, fit_trust, summary
+from bloodcls.uncertainty.judgement import judge
+from bloodcls.uncertainty.ood import MIN_FAR_OOD_AUROC
+from bloodcls.uncertainty.outputs import network_outputs
 from bloodcls.uncertainty.state import TrustState
 
 
@@ -37,9 +39,8 @@ def shift_firing(net: torch.nn.Module, state: TrustState, images: torch.Tensor, 
     x = to_float_images(images)
 
     def fires(batch: torch.Tensor) -> float:
-        _, feats = logits_and_features(net, batch)
-        return float((mahalanobis_score(feats, state.ood_means, state.ood_precision) > state.ood_threshold)
-                     .double().mean())
+        out = network_outputs(net, batch)
+        return float((~judge(out.logits, out.features, state).accepted).double().mean())
 
     out: dict[str, list[float]] = {"clean": [fires(x)]}
     for name, shift in SHIFTS.items():
@@ -57,12 +58,13 @@ def trust_run(run: FinishedRun, arrays: dict[str, tuple[Any, Any]], *, refit: bo
     results = run.results
     fitted_now = model.trust is None or refit
     if fitted_now:
-        state, report = fit_trust(model.net, arrays, max_train_images=max_train_images, seed=seed)
+        state, report = fit_trust(model.net, arrays, max_train_images=max_train_images, seed=seed,
+                                  class_names=model.class_names)
         if run.owns_checkpoint:
             write_trust(run.checkpoint, state)  # the run's own checkpoint: predict and the demo now use it
     else:
         state = model.trust
-        report = evaluate_trust(model.net, state, arrays["test"], seed=seed)
+        report = evaluate_trust(model.net, state, arrays["test"], seed=seed, class_names=model.class_names)
     if results is not None and results.raw and fitted_now:  # results.json and its tracker summary carry it, as after training
         write_json(run.paths.results, {**results.raw, "trust": report, "summary": {**results.summary, **summary(report)}})
     test_x = torch.as_tensor(arrays["test"][0])

@@ -1,11 +1,13 @@
 """``bloodcls calibrate``: re-calibrate a trained model to a lab's labelled images, without retraining.
 
-    bloodcls calibrate <checkpoint> <folder or csv> --out <new.ckpt> [--coverage 0.9] [--classes <map.yaml>]
+    bloodcls calibrate <checkpoint> <folder or csv> --out <new.ckpt> [--coverage 0.9] [--per-class]
+                       [--holdout 0.5 [--seed 0]] [--method aps] [--classes <map.yaml>] [--json]
 
-Refits, on every given image of a class the model knows, the temperature, the review thresholds, the not-a-cell
-gate's threshold and the conformal threshold of the prediction sets, and writes them into a copy of the
-checkpoint (weights unchanged). Keep some labelled images apart and score the new checkpoint on them with
-``bloodcls evaluate``. The work is done by :mod:`bloodcls.inference.recalibration`.
+Refits, on the given images of the classes the model knows, the temperature, the review thresholds, the not-a-cell
+gate's threshold and the conformal prediction sets (single view and TTA; one threshold per class with
+``--per-class``), and writes them into a copy of the checkpoint (weights unchanged). ``--holdout 0.5`` keeps a
+seeded, class-stratified half apart and scores every figure on it; without it the figures are in-sample and say
+so. The work is done by :mod:`bloodcls.inference.recalibration`.
 """
 
 from __future__ import annotations
@@ -26,27 +28,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the re-calibrated checkpoint to write (a new .ckpt file)")
     p.add_argument("--coverage", type=float, default=0.9, help="share of images whose prediction set holds the "
                    "true class (default 0.9)")
-    p.add_argument("--method", choices=("aps", "raps"), default="aps", help="conformal score (default aps)")
+    p.add_argument("--per-class", action="store_true", help="one set threshold per class (class-conditional): "
+                   "every class, the rarest included, gets the coverage; each class needs enough images (9 at 0.9)")
+    p.add_argument("--holdout", type=float, help="share of the images kept apart (stratified by class, seeded) to "
+                   "score the re-calibration on, e.g. 0.5; without it the figures printed are in-sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --holdout split (default 0)")
+    p.add_argument("--method", choices=("lac", "aps", "raps"), default="aps", help="the set score (default aps, "
+                   "randomised per image; lac: TorchCP's LAC/THR)")
     p.add_argument("--classes", help="YAML map of folder class -> model class (e.g. `ig: immature_granulocytes`)")
     p.add_argument("--json", action="store_true", help="print the before/after report as JSON")
     return p
 
 
 def _line(name: str, s: dict) -> str:
-    sets = s["sets"]
-    told = (f", sets hold the true class for {100 * sets['coverage']:.1f} % ({sets['mean_size']:.2f} classes on "
-            "average)") if sets else ", no prediction sets"
+    sets, gate, review = s["sets"], s["gate"], s["review"]
+    told = (f", sets hold the true class for {100 * sets['coverage']:.1f} % of the {sets['images']} images the gate "
+            f"accepts ({sets['mean_size']:.2f} classes on average, worst class "
+            f"{100 * sets['worst_class_coverage']:.1f} %)") if sets and sets["coverage"] is not None else ", no prediction sets"
     return (f"{name}: temperature {s['temperature']:.3f}, ECE {100 * s['calibration']['ece']:.2f} %, review fires on "
-            f"{100 * s['review_fires']:.1f} %, gate fires on {100 * s['gate_fires']:.1f} % (turns away "
-            f"{100 * s['far_ood_turned_away']:.1f} % of non-cell images){told}")
+            f"{100 * review['share']:.1f} %, gate fires on {100 * gate['share']:.1f} % (turns away "
+            f"{100 * gate['far_ood_turned_away']:.1f} % of non-cell images){told}")
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bloodcls.uncertainty.conformal import check_coverage
+    from bloodcls.inference.recalibration import check_holdout
+    from bloodcls.uncertainty.conformal import SetOptions
 
-    check_coverage(args.coverage)  # before the (slower) checkpoint and images
+    sets = SetOptions(coverage=args.coverage, method=args.method, per_class=args.per_class)  # before the slow part
+    check_holdout(args.holdout)
     from bloodcls.data.class_names import load_class_map
     from bloodcls.data.labelled import load_labelled
     from bloodcls.inference.checkpoint import load_trained
@@ -54,15 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = load_trained(args.checkpoint)
     data = load_labelled(args.data, model.class_names, model.img_size, load_class_map(args.classes))
-    fitted = recalibrate(model, data, coverage=args.coverage, method=args.method)
+    fitted = recalibrate(model, data, sets, holdout=args.holdout, seed=args.seed)
     write_recalibrated(Path(args.checkpoint), Path(args.out), fitted.state)
     r = fitted.report
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))
         return 0
     unknown = f" ({sum(r['unknown'].values())} images of classes the model does not know left out)" if r["unknown"] else ""
-    print(f"re-calibrated {args.checkpoint} on {r['images']} images of {r['data']}{unknown}")
+    print(f"re-calibrated {args.checkpoint} on {r['fitted_on']} of the {r['images']} images of {r['data']}{unknown}")
+    where = (f"on the {r['scored_on']} images held out (--holdout {r['holdout']:g}, seed {r['seed']})"
+             if not r["in_sample"] else f"({r['note']})")
+    print(f"scored {where}:")
     print(_line("before", r["before"]))
-    print(_line("after ", r["after"]) + " (on the images it was fitted on: score held-out ones with bloodcls evaluate)")
+    print(_line("after ", r["after"]))
     print(f"written: {args.out}")
     return 0

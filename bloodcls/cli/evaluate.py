@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     evaluation, _ = run_evaluation(args.checkpoint, args.data, class_map=args.classes, batch_size=args.batch_size,
                                    out=args.out)
+    if evaluation.report.get("calibrated_on_overlap"):
+        print(evaluation.report["calibrated_on_overlap"], file=sys.stderr)
     if args.json:
         print(json.dumps({**evaluation.report, "predictions": evaluation.rows}, indent=2))
     else:

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {report['trust']['why']}", file=sys.stderr)
         if report["adapted"]:
             print(f"note: {report['adapted']['note']}", file=sys.stderr)
+        for note in report["trust"].get("unavailable", []):
+            print(f"note: {note}", file=sys.stderr)
     if report["skipped"]:
         names = ", ".join(Path(s["path"]).name for s in report["skipped"][:10])
         more = f" and {len(report['skipped']) - 10} more" if len(report["skipped"]) > 10 else ""

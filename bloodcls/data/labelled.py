@@ -47,3 +47,12 @@ def load_labelled(path: str | Path, model_names: Sequence[str], img_size: int,
     return LabelledImages(images=images, targets=np.array([match.index[e.label] for e in read.entries], np.int64),
                           paths=[e.path for e in read.entries], labels=[e.label for e in read.entries], match=match,
                           unknown_counts=dict(sorted(unknown.items())), files=read)
+
+
+def fingerprints(images: np.ndarray) -> list[str]:
+    """A short hash of each image's pixels as read for the model (N x S x S x 3 uint8): the same image gives the
+    same fingerprint wherever its file lies, so ``calibrate`` can record what it fitted on and ``evaluate`` can
+    tell when it scores those images again."""
+    import hashlib
+
+    return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8).hexdigest() for image in images]

@@ -88,11 +88,15 @@ def recompute_statistics(net: nn.Module, images: np.ndarray | torch.Tensor, batc
 
 
 def _judged(model: TrainedModel, net: nn.Module, images: np.ndarray, batch_size: int) -> dict[str, torch.Tensor]:
-    from bloodcls.uncertainty.fitting import logits_and_features
+    """The class shown and, where the model has a gate, its decision: the one judgement (uncertainty.judgement)."""
+    from bloodcls.uncertainty.judgement import judge
+    from bloodcls.uncertainty.outputs import network_outputs
 
-    logits, features = logits_and_features(net, images, batch_size=batch_size)
-    judged = model.trust.assess(logits, features) if model.trust is not None else {}
-    return {"predicted": logits.argmax(1), **judged}
+    outputs = network_outputs(net, images, batch_size=batch_size)
+    if model.trust is None:
+        return {"predicted": outputs.logits.argmax(1)}
+    judged = judge(outputs.logits, outputs.features, model.trust)
+    return {"predicted": judged.predicted, "in_distribution": judged.accepted}
 
 
 def adapt_model(model: TrainedModel, images: UnlabelledImages | np.ndarray, force: bool = False,

@@ -5,8 +5,8 @@ whether to trust the answer.
     make demo CKPT=outputs/runs/<date>/<time>_skip_s0_<id>
 
 A local Gradio app. An image is prepared by :mod:`bloodcls.inference.classify`'s own code (same reader, centre
-square, bicubic resize, same calibrated probabilities via ``assess``), so the page and ``bloodcls
-predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
+square, bicubic resize, the same judgement via ``judge_images``: with TTA the set comes from the TTA
+probabilities), so the page and ``bloodcls predict --json`` agree. With the checkpoint's trust state, an image the out-of-distribution gate rejects
 gets "does not look like a BloodMNIST cell image" instead of a class, and one below the review threshold "uncertain:
 have a person review it" with the best guess; a checkpoint written before trust states names the class as before,
 with a note. The model is loaded once; a bad file gets a message in the page and the server keeps going. Beside
@@ -30,7 +30,7 @@ from bloodcls.common.records import ResultsRecord
 from bloodcls.common.rundir import RunPaths
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
-from bloodcls.inference.classify import NOT_A_CELL, REVIEW, assess, result_row, set_text, to_tensor
+from bloodcls.inference.classify import NOT_A_CELL, REVIEW, judge_images, set_text, to_tensor
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
@@ -151,8 +151,8 @@ def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str =
     ``row`` holds predict's JSON fields for the image (same calibration, gate and ``verdict``)."""
     t = model.trained
     image = load_image(path, t.img_size, max_pixels=max_pixels)
-    judged = assess(t, image[None], tta=tta)
-    row = result_row(t.class_names, judged, 0)
+    judged = judge_images(t, image[None], tta=tta)
+    row = judged.row(0, t.class_names)
     best = t.class_names.index(row["class"])
     cam_class = best if target in (None, "", PREDICTED) else t.class_names.index(target)
     cam = saliency_map(t.net, to_tensor(image[None]), target=cam_class, layer=model.cam)
@@ -160,6 +160,7 @@ def analyse(model: DemoModel, path: str | Path, tta: bool = False, target: str =
         **row,
         "row": row,
         "tta": tta,
+        "set_coverage": judged.set_coverage,
         "seen": _view(image),
         "cam": _view(overlay(image, cam.heat)),
         "cam_class": t.class_names[cam_class],
@@ -176,7 +177,7 @@ def headline(model: DemoModel, a: dict[str, Any]) -> str:
                 " Try a single stained blood cell, imaged like the PBC smears.")
     named = f"**{a['class']}** ({pct(a['probability'])})"
     if len(a.get("prediction_set") or []) > 1:  # the classes that hold the true one at the fitted coverage
-        tta = f" · {set_text(a['prediction_set'], trust.conformal.coverage)}{tta}"
+        tta = f" · {set_text(a['prediction_set'], a['set_coverage'])}{tta}"
     if a["verdict"] == "review":
         return f"**{REVIEW}** · best guess {named}, below {pct(trust.review_threshold(a['tta']))}{tta}{cam}"
     note = f" · {NO_TRUST_NOTE}" if a["verdict"] == "unchecked" else ""

@@ -5,8 +5,10 @@ folder's classes to the model's and counts the rest apart). Scores are over the 
 folder has no image of is listed with support 0 (its recall and F1 are undefined, shown as None) and left out
 of the macro mean, so a lab that sends only five of eight classes is not marked down for the three it lacks;
 predictions *into* such a class still count as errors (accuracy, the other classes' recall, the confusion
-matrix). Calibration, the review threshold and the not-a-cell gate need the checkpoint's trust state; without
-one they are None and ``trust.why`` says how to fit it.
+matrix). Calibration, the review threshold, the not-a-cell gate and the prediction sets come from the one
+judgement (:func:`bloodcls.uncertainty.judgement.judge`) and need the checkpoint's trust state; without one they
+are None and ``trust.why`` says how to fit it. Set coverage is over the images the gate accepts (the refused
+share beside it), marginal, per class and size-stratified (SSCV).
 """
 
 from __future__ import annotations
@@ -23,16 +25,20 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from bloodcls.data.labelled import LabelledImages
+from bloodcls.data.labelled import LabelledImages, fingerprints
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.uncertainty.calibration import calibration_scores
-from bloodcls.uncertainty.fitting import logits_and_features, set_report
+from bloodcls.uncertainty.judgement import Judgement, calibrated_proba, judge
+from bloodcls.uncertainty.outputs import network_outputs
+from bloodcls.uncertainty.scores import judgement_scores
 from bloodcls.uncertainty.state import TrustState
 
-# The refit hint predict gives too (bloodcls.inference.classify.NO_TRUST), worded for scores.
+# The refit hint predict gives too (bloodcls.uncertainty.judgement.NO_TRUST), worded for scores.
 NO_TRUST = ("this checkpoint has no trust state (it was written before calibration and the gate existed), so only "
             "the uncalibrated scores are given: fit it with `bloodcls trust <run folder> --refit`")
-ROW_FIELDS = ("path", "label", "true", "predicted", "confidence", "correct", "review", "gate_score", "gate_fires")
+ROW_FIELDS = ("path", "label", "true", "predicted", "confidence", "calibrated", "correct", "review", "gate_score",
+              "gate_fires", "prediction_set")
+SET_SEPARATOR = "|"  # predictions.csv: the classes of an image's prediction set, in the model's order
 
 
 @dataclass
@@ -62,49 +68,62 @@ def class_scores(logits: torch.Tensor, targets: torch.Tensor, class_names: list[
             "per_class": per_class, "confusion_matrix": confusion.tolist()}
 
 
-def trust_scores(logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor,
-                 trust: TrustState | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(calibration before/after the temperature, review and gate firing; the per-image judgement). Without a
-    trust state only the calibration before scaling is known."""
-    before = logits.float().softmax(1)
+def trust_scores(logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, trust: TrustState | None,
+                 class_names: list[str]) -> tuple[dict[str, Any], Judgement]:
+    """(calibration before/after the temperature, review, gate and sets; the per-image judgement). Without a trust
+    state only the calibration before scaling is known. Set figures are over the images the gate accepts."""
+    judged = judge(logits, features, trust)
+    before = calibration_scores(calibrated_proba(logits), targets)
     if trust is None:
-        return ({"trust": {"available": False, "why": NO_TRUST},
-                 "calibration": {"before": calibration_scores(before, targets), "after": None},
-                 "review": None, "gate": None, "sets": None}, {"confidence": before.max(1).values})
-    judged = trust.assess(logits, features)
-    correct = judged["proba"].argmax(1) == targets
-    accepted, fires = ~judged["abstain"], ~judged["in_distribution"]
-    return ({"trust": {"available": True, "temperature": trust.temperature},
-             "calibration": {"before": calibration_scores(before, targets),
-                             "after": calibration_scores(judged["proba"], targets)},
-             "review": {"threshold": trust.abstain_below, "fires": int(judged["abstain"].sum()),
-                        "share": float(judged["abstain"].double().mean()),
-                        "accepted_accuracy": float(correct[accepted].double().mean()) if accepted.any() else None},
-             "gate": {"threshold": trust.ood_threshold, "fires": int(fires.sum()), "share": float(fires.double().mean())},
-             "sets": set_report(trust.conformal, judged["proba"], targets)},
-            judged)
+        return ({"trust": {"available": False, "why": NO_TRUST}, "calibration": {"before": before, "after": None},
+                 "review": None, "gate": None, "sets": None}, judged)
+    scores = judgement_scores(judged, targets, class_names, trust.sets_for(False))
+    return ({"trust": {"available": True, "temperature": trust.temperature, "unavailable": judged.notes},
+             "calibration": {"before": before, "after": scores["calibration"]},
+             "review": scores["review"], "gate": scores["gate"], "sets": scores["sets"]}, judged)
 
 
 def score(logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, class_names: list[str],
-          trust: TrustState | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+          trust: TrustState | None = None) -> tuple[dict[str, Any], Judgement]:
     """Every score of one set of logits (and the per-image judgement the rows are written from)."""
-    scores, judged = trust_scores(logits, features, targets, trust)
+    scores, judged = trust_scores(logits, features, targets, trust, class_names)
     return {**class_scores(logits, targets, class_names), **scores}, judged
 
 
-def image_rows(data: LabelledImages, logits: torch.Tensor, judged: dict[str, torch.Tensor],
-               class_names: list[str]) -> list[dict[str, Any]]:
-    """One row per image: where it is, its class (folder's name and model's), the prediction and the flags
-    (review and gate columns None without a trust state)."""
-    preds = logits.argmax(1).tolist()
-    conf = judged["confidence"].tolist()
-    review = judged["abstain"].tolist() if "abstain" in judged else [None] * len(preds)
-    gate = judged["ood_score"].tolist() if "ood_score" in judged else [None] * len(preds)
-    fires = (~judged["in_distribution"]).tolist() if "in_distribution" in judged else [None] * len(preds)
-    return [{"path": path, "label": label, "true": class_names[t], "predicted": class_names[p], "confidence": c,
-             "correct": p == t, "review": r, "gate_score": g, "gate_fires": f}
-            for path, label, t, p, c, r, g, f in zip(data.paths, data.labels, data.targets.tolist(), preds, conf,
-                                                      review, gate, fires, strict=True)]
+def image_rows(data: LabelledImages, judged: Judgement, class_names: list[str]) -> list[dict[str, Any]]:
+    """One row per image: where it is, its class (folder's name and model's), the prediction, its confidence and
+    whether that is calibrated or the raw softmax, the flags and the prediction set (classes joined by
+    :data:`SET_SEPARATOR`; empty where the gate refused the image; review, gate and set None without a state)."""
+    json_rows = judged.rows(class_names)
+    out = []
+    for path, label, t, r in zip(data.paths, data.labels, data.targets.tolist(), json_rows, strict=True):
+        members = r.get("prediction_set")
+        out.append({"path": path, "label": label, "true": class_names[t], "predicted": r["class"],
+                    "confidence": r["probability"], "calibrated": judged.calibrated,
+                    "correct": r["class"] == class_names[t], "review": r["abstain"], "gate_score": r["ood_score"],
+                    "gate_fires": None if r["in_distribution"] is None else not r["in_distribution"],
+                    "prediction_set": (None if judged.sets is None else SET_SEPARATOR.join(members or []))})
+    return out
+
+
+def overlap_warning(trust: TrustState | None, data: LabelledImages) -> str | None:
+    """One line when the images scored overlap those the checkpoint was calibrated on (``calibrated_on``)."""
+    record = (trust.calibrated_on if trust is not None else None) or {}
+    if not record:
+        return None
+    seen = set(record.get("fingerprints") or [])
+    if seen:
+        shared = sum(f in seen for f in fingerprints(data.images))
+    else:  # calibrated before fingerprints were recorded: the same source is all we can tell
+        from pathlib import Path
+
+        same = Path(str(record.get("data", ""))).expanduser().resolve() == Path(str(data.files.source)).resolve()
+        shared = len(data) if same else 0
+    if not shared:
+        return None
+    return (f"warning: {shared} of the {len(data)} images scored here are among the {record.get('images', '?')} this "
+            f"checkpoint was calibrated on ({record.get('data')}, {record.get('date')}): its calibration, review, "
+            "gate and set figures are in-sample for them; score images kept apart.")
 
 
 def evaluate(model: TrainedModel, data: LabelledImages, batch_size: int = 256) -> Evaluation:
@@ -115,12 +134,13 @@ def evaluate(model: TrainedModel, data: LabelledImages, batch_size: int = 256) -
         raise DataError(f"{data.files.source} has no readable image of a class the model knows "
                         f"({data.match.describe()}); {len(data.files.skipped)} files were skipped. Add readable "
                         "images of those classes.")
-    logits, features = logits_and_features(model.net, data.images, batch_size=batch_size)
+    outputs = network_outputs(model.net, data.images, batch_size=batch_size)
     targets = torch.as_tensor(data.targets)
-    report, judged = score(logits, features, targets, model.class_names, model.trust)
+    report, judged = score(outputs.logits, outputs.features, targets, model.class_names, model.trust)
     report = {"checkpoint": str(model.path), "model": model.name, "img_size": model.img_size,
               "data": str(data.files.source), "class_names": model.class_names, **report,
+              "calibrated_on_overlap": overlap_warning(model.trust, data),
               "classes": {"matched": data.match.describe(), "index": data.match.index,
                           "unknown": data.unknown_counts, "unknown_images": sum(data.unknown_counts.values())},
               "skipped": [{"path": p, "reason": why} for p, why in data.files.skipped]}
-    return Evaluation(report, image_rows(data, logits, judged, model.class_names))
+    return Evaluation(report, image_rows(data, judged, model.class_names))

@@ -10,7 +10,9 @@
   ``bloodcls.inference.classify`` reads it.
 
 After writing, the export is run on sample inputs next to the PyTorch network; it is kept only if
-every output matches within ``--atol`` (1e-4). An existing file is never overwritten without ``--force``.
+every output matches within ``--atol`` (1e-4) and the judgement made from its outputs
+(:func:`bloodcls.uncertainty.judgement.judge`: class, review flag, gate, prediction set) is the one made
+from PyTorch's (for safetensors, with the trust state read back from the file). An existing file is never overwritten without ``--force``.
 The checkpoint is loaded weights-only (:mod:`bloodcls.inference.checkpoint`).
 """
 
@@ -28,6 +30,8 @@ from bloodcls.common.checkpoints import SAFETENSORS_KEY, SAFETENSORS_TRUST, TRUS
 from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
+from bloodcls.uncertainty.judgement import Judgement, judge
+from bloodcls.uncertainty.outputs import network_outputs
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 ATOL = 1e-4
@@ -107,6 +111,15 @@ def run_export(model: TrainedModel, fmt: str, path: Path, x: torch.Tensor) -> np
         return reloaded.net(x).numpy()
 
 
+def _same_judgement(a: Judgement, b: Judgement) -> bool:
+    """The same class, review flag, gate decision and prediction set for every image."""
+    def parts(j: Judgement) -> list:
+        return [j.predicted, j.review, j.accepted, j.sets, j.calibrated]
+
+    return all(torch.equal(p, q) if isinstance(p, torch.Tensor) and isinstance(q, torch.Tensor) else p is q or p == q
+               for p, q in zip(parts(a), parts(b), strict=True))
+
+
 def export(model: TrainedModel, fmt: str, output: Path, atol: float = ATOL, opset: int = OPSET) -> dict[str, Any]:
     """Write ``output`` and check it against PyTorch; returns what was checked. Raises UserError on a mismatch."""
     if fmt not in FORMATS:
@@ -118,8 +131,8 @@ def export(model: TrainedModel, fmt: str, output: Path, atol: float = ATOL, opse
         {"onnx": lambda: _export_onnx(model, tmp, opset), "torchscript": lambda: _export_torchscript(model, tmp),
          "safetensors": lambda: _export_safetensors(model, tmp)}[fmt]()
         x = sample_inputs(model.img_size, n=4, seed=1)
-        with torch.inference_mode():
-            expected = model.net(x).numpy()
+        reference = network_outputs(model.net, x)
+        expected = reference.logits.numpy()
         got = run_export(model, fmt, tmp, x)
         check.update(checked=got is not None, samples=len(x), atol=atol)
         if got is not None:
@@ -130,6 +143,14 @@ def export(model: TrainedModel, fmt: str, output: Path, atol: float = ATOL, opse
                     f"The {fmt} export of {model.path} differs from PyTorch by up to {diff:.3g} (> {atol:g}) on "
                     f"{len(x)} sample inputs, so it was not kept. Try another --opset or format, and report it."
                 )
+            trust = load_trained(tmp).trust if fmt == "safetensors" else model.trust  # ONNX/TorchScript: logits only
+            same = _same_judgement(judge(reference.logits, reference.features, model.trust),
+                                   judge(torch.from_numpy(got), reference.features, trust))
+            check["same_judgement"] = same
+            if not same:
+                raise UserError(f"The {fmt} export of {model.path} gives another judgement (class, review flag, gate "
+                                "or prediction set) than the checkpoint on sample inputs, so it was not kept. "
+                                "Report it with the checkpoint.")
 
     atomic_write(output, write_and_check)  # same suffix on the temporary file: the readers go by it
     return check

@@ -18,8 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
 from bloodcls.common.rundir import RELIABILITY_PNG, TRUST_DIR
 from bloodcls.training.callbacks import EvalResults
+from bloodcls.uncertainty.conformal import DEFAULT_COVERAGE, SetOptions
 from bloodcls.uncertainty.figures import reliability_diagram
-from bloodcls.uncertainty.fitting import fit_trust
+from bloodcls.uncertainty.fitting import check_fit_data, fit_trust
+from bloodcls.uncertainty.outputs import class_count
 from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
 log = logging.getLogger(__name__)
@@ -34,19 +36,33 @@ def write_trust(checkpoint: Path, state: TrustState) -> None:
 
 
 class FitTrust(Callback):
-    """``max_train_images``: a seeded subset of the training split for the gate's class means and
-    covariance (64-128 features need far fewer than 12k images; a full pass at 128 px costs minutes on
-    a CPU); null uses all. ``far_ood_n``: images per far-OOD set scored in the report."""
+    """``max_train_images``: a seeded sample of the training split, stratified by class, for the gate's class means
+    and covariance (64-128 features need far fewer than 12k images; a full pass at 128 px costs minutes on a
+    CPU); null uses all. ``far_ood_n``: images per far-OOD set scored in the report. ``coverage`` and
+    ``per_class``: the prediction sets (one threshold per class with ``per_class``: every class needs enough
+    validation images, checked before training)."""
 
-    def __init__(self, max_train_images: int | None = 4000, far_ood_n: int = 200, seed: int = 0) -> None:
+    def __init__(self, max_train_images: int | None = 4000, far_ood_n: int = 200, seed: int = 0,
+                 coverage: float = DEFAULT_COVERAGE, per_class: bool = False) -> None:
         self.max_train_images, self.far_ood_n, self.seed = max_train_images, far_ood_n, seed
+        self.sets = SetOptions(coverage=coverage, per_class=per_class)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse splits the fit after the test could not use (a class without training images; for per-class
+        sets, too few validation images of a class) before any epoch is trained."""
+        datamodule = trainer.datamodule
+        if datamodule is None or not getattr(datamodule, "splits", None):
+            return
+        labels = {s: y for s, (_, y) in datamodule.splits.items()}
+        check_fit_data(labels, class_count(pl_module.net), list(pl_module.class_names), self.sets)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not datamodule.splits:
             datamodule.setup()
         t0 = time.perf_counter()
-        state, report = fit_trust(pl_module.net, datamodule.splits, self.max_train_images, self.seed, self.far_ood_n)
+        state, report = fit_trust(pl_module.net, datamodule.splits, self.max_train_images, self.seed, self.far_ood_n,
+                                  self.sets, getattr(pl_module, "class_names", None))
         if trainer.is_global_zero:
             reliability_diagram(report, Path(trainer.default_root_dir) / FIGURE)
         for callback in trainer.callbacks:

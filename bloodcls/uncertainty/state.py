@@ -2,6 +2,9 @@
 
 Stored under ``checkpoint["trust"]`` (and in a safetensors export as tensors + metadata). A checkpoint
 written before it existed has none: predict and the demo then say calibration and the gate are unavailable.
+Version 1 states (before TTA prediction sets) still load: their sets are single-view only, and a
+judgement under ``--tta`` says so (:meth:`TrustState.unavailable`). The per-image judgement that reads the
+state is :func:`bloodcls.uncertainty.judgement.judge`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from bloodcls.uncertainty.conformal import ConformalSets
 
 CHECKPOINT_KEY = TRUST_KEY  # where a checkpoint holds the state
 
-VERSION = 1
+VERSION = 2  # 2: conformal_tta (sets from TTA probabilities), class-conditional and LAC sets
+READABLE = (1, 2)
+REFIT = "fit the trust state again with `bloodcls trust <run folder> --refit` (or re-calibrate it with `bloodcls calibrate`)"
 NO_TTA_THRESHOLD = ("this checkpoint's review threshold was fitted on single-view confidence only, so it cannot judge "
-                    "the averaged confidence of --tta: drop --tta, or fit the trust state again with "
-                    "`bloodcls trust <run folder> --refit` (it then fits a threshold for TTA too).")
+                    f"the averaged confidence of --tta: drop --tta, or {REFIT}; it then fits a threshold for TTA too.")
+NO_TTA_SETS = ("prediction sets: this checkpoint's sets were fitted on single-view probabilities only, so --tta gives "
+               f"none (they would not match the averaged class); {REFIT}.")
+NO_SETS = f"prediction sets: this checkpoint has none (fitted before they existed, or on too few images); {REFIT}."
 
 
 @dataclass
@@ -36,10 +43,13 @@ class TrustState:
     # the same review threshold for the calibrated confidence averaged over the 8 rotations/flips (TTA),
     # fitted on validation too; None in states fitted before it existed
     abstain_below_tta: float | None = None
-    # the conformal prediction-set threshold (fitted on validation, or on a lab's images by `bloodcls calibrate`);
-    # None in states fitted before it existed
+    # the conformal prediction-set threshold(s) on single-view calibrated probabilities (fitted on validation, or on
+    # a lab's images by `bloodcls calibrate`); None in states fitted before they existed or on too few images
     conformal: ConformalSets | None = None
-    # where a state refitted by `bloodcls calibrate` was fitted: source, images, date, checkpoint; None after training
+    # the same, fitted on the TTA probabilities (the mean over the 8 views): the sets shown with --tta
+    conformal_tta: ConformalSets | None = None
+    # where a state refitted by `bloodcls calibrate` was fitted: source, images (and their fingerprints), date,
+    # checkpoint; None after training
     calibrated_on: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,14 +60,16 @@ class TrustState:
                 "feature_layer": str(self.feature_layer),
                 "abstain_below_tta": None if self.abstain_below_tta is None else float(self.abstain_below_tta),
                 "conformal": None if self.conformal is None else self.conformal.to_dict(),
+                "conformal_tta": None if self.conformal_tta is None else self.conformal_tta.to_dict(),
                 "calibrated_on": None if self.calibrated_on is None else dict(self.calibrated_on)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrustState | None:
-        if not d or d.get("version") != VERSION:
+        if not d or d.get("version") not in READABLE:
             return None
         fields = {k: v for k, v in d.items() if k != "version"}  # new fields have defaults: old states still load
-        return cls(**{**fields, "conformal": ConformalSets.from_dict(fields.get("conformal"))})
+        return cls(**{**fields, "conformal": ConformalSets.from_dict(fields.get("conformal")),
+                      "conformal_tta": ConformalSets.from_dict(fields.get("conformal_tta"))})
 
     def review_threshold(self, tta: bool) -> float:
         """The review threshold fitted on the kind of confidence it is compared with (single view or TTA)."""
@@ -67,16 +79,12 @@ class TrustState:
             raise UserError(NO_TTA_THRESHOLD)
         return self.abstain_below_tta
 
-    def assess(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per image: calibrated probabilities, confidence, abstain, gate score and in-distribution flag, and, with
-        a conformal threshold, ``sets`` (N x C bool: the classes of each image's prediction set)."""
-        from bloodcls.uncertainty.ood import mahalanobis_score
+    def sets_for(self, tta: bool) -> ConformalSets | None:
+        """The conformal state fitted on the kind of probabilities it is applied to (single view or TTA)."""
+        return self.conformal_tta if tta else self.conformal
 
-        proba = (logits.float() / self.temperature).softmax(dim=1)
-        confidence = proba.max(dim=1).values
-        score = mahalanobis_score(features, self.ood_means, self.ood_precision)
-        out = {"proba": proba, "confidence": confidence, "abstain": confidence < self.abstain_below,
-               "ood_score": score, "in_distribution": score <= self.ood_threshold}
-        if self.conformal is not None:
-            out["sets"] = self.conformal.sets(proba)
-        return out
+    def unavailable(self, tta: bool) -> list[str]:
+        """What this state cannot give for a judgement of this kind, one sentence each (empty when complete)."""
+        if self.sets_for(tta) is not None:
+            return []
+        return [NO_TTA_SETS if tta and self.conformal is not None else NO_SETS]
