@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Issue 31's evidence: BloodMNIST-trained runs on a "second lab" (scripts/make_lab_folder.py), as they are, after
-``bloodcls calibrate`` on 40 labelled images per class, and after fine-tuning on 50 per class.
+"""The "second lab" evidence of docs/results/own-images.md: BloodMNIST-trained runs on another lab's cells
+(scripts/make_lab_folder.py) as they are, re-calibrated (marginal and class-conditional sets), adapted without
+labels on 50, 200 and all of the lab's unlabelled pool, adapted then re-calibrated, and fine-tuned.
 
-    python scripts/lab_evidence.py --runs outputs/lab_runs/b64_study_s0 ... --lab outputs/lab --out outputs/lab_eval
+    python scripts/lab_evidence.py --runs <run> [<run> ...] --lab outputs/lab --out outputs/lab_eval [--finetune]
+    python scripts/lab_evidence.py --table outputs/lab_eval/summary.json      # the page's tables again
 
-Per class of ``<lab>/second_lab`` (100 images each) it draws, with a fixed seed, 40 images to calibrate on, and
-the other 60 as the held-out images every score is measured on; for fine-tuning, 40 train + 10 val of those
-first 50 and the last 50 as its test split (CSV files with a split column). Writes ``summary.json``.
+Per class of ``<lab>/second_lab`` (100 images each) it draws, with a fixed seed, 40 images for the *pool* (what a
+lab has to calibrate on: labelled for ``calibrate``, their labels ignored by ``adapt``) and 60 *held-out* images
+that every figure is measured on (never adapted or calibrated on); fine-tuning takes 40 train + 10 val of the
+first 50 and the last 50 as its test split. Everything goes through the command line as a lab would use it
+(``bloodcls evaluate / calibrate / adapt``); the gate's refusals of non-cell images come from the shift suite's
+far-OOD sets (photos, crops, plain colours, noise) judged by the one judgement. Writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,19 +28,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BLOODCLS = [sys.executable, "-m", "bloodcls"]
+POOL, ADAPT_COUNTS = 40, (50, 200)  # per class in the pool; pool sizes adapted on (in total), besides all of it
 
 
 def write_csvs(lab: Path, out: Path, seed: int = 0) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
-    rows = {"calibrate": [], "heldout": [], "finetune": []}
+    rows: dict[str, list] = {"calibrate": [], "heldout": [], "finetune": []}
     for cls in sorted(p for p in (lab / "second_lab").iterdir() if p.is_dir()):
         files = sorted(cls.glob("*.png"))
         files = [files[i] for i in rng.permutation(len(files))]
         for i, f in enumerate(files):
-            rows["calibrate" if i < 40 else "heldout"].append((str(f.resolve()), cls.name))
+            rows["calibrate" if i < POOL else "heldout"].append((str(f.resolve()), cls.name))
             rows["finetune"].append((str(f.resolve()), cls.name, "train" if i < 40 else "val" if i < 50 else "test"))
-    paths = {}
+    pool = [rows["calibrate"][i] for i in rng.permutation(len(rows["calibrate"]))]  # mixed classes, then cut
+    for n in ADAPT_COUNTS:
+        rows[f"pool_{n}"] = pool[:n]
+    rows["pool_all"] = pool
     out.mkdir(parents=True, exist_ok=True)
+    paths = {}
     for name, items in rows.items():
         paths[name] = out / f"second_lab_{name}.csv"
         with open(paths[name], "w", newline="") as fh:
@@ -44,44 +55,138 @@ def write_csvs(lab: Path, out: Path, seed: int = 0) -> dict[str, Path]:
     return paths
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*BLOODCLS, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+
+
 def evaluate(ckpt: Path, data: Path, classes: Path, out: Path) -> dict:
-    proc = subprocess.run([*BLOODCLS, "evaluate", str(ckpt), str(data), "--classes", str(classes), "--json",
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, check=True)
+    proc = cli("evaluate", ckpt, data, "--classes", classes, "--json", "--out", out)
+    if proc.returncode:
+        raise SystemExit(f"evaluate {ckpt} failed:\n{proc.stderr}")
+    report = json.loads(proc.stdout)
+    sets = report.get("sets") or {}
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "n": report["n"],
+            "ece": (report["calibration"].get("after") or report["calibration"]["before"]).get("ece"),
+            "gate_refuses": (report.get("gate") or {}).get("share"), "review": (report.get("review") or {}).get("share"),
+            "sets": {k: sets.get(k) for k in ("coverage", "mean_size", "singletons", "worst_class_coverage",
+                                              "gate_refused_share", "sscv", "images")},
+            "sets_per_class": [(c["class"], c["coverage"]) for c in sets.get("per_class", [])]}
+
+
+def calibrate(ckpt: Path, data: Path, classes: Path, out: Path, *extra: str) -> dict:
+    proc = cli("calibrate", ckpt, data, "--classes", classes, "--out", out, "--json", *extra)
+    if proc.returncode:
+        raise SystemExit(f"calibrate {ckpt} failed:\n{proc.stderr}")
     return json.loads(proc.stdout)
 
 
+def adapt(ckpt: Path, data: Path, out: Path) -> dict:
+    """``bloodcls adapt`` as a lab runs it; a refusal by the guard is recorded, then forced so the rows exist."""
+    proc = cli("adapt", ckpt, data, "--out", out, "--json")
+    record = {"refused": None}
+    if proc.returncode == 2:
+        record["refused"] = proc.stderr.strip()
+        proc = cli("adapt", ckpt, data, "--out", out, "--json", "--force")
+    if proc.returncode:
+        raise SystemExit(f"adapt {ckpt} failed:\n{proc.stderr}")
+    return {**record, **json.loads(proc.stdout)}
+
+
+def far_ood_refused(ckpt: Path, size: int, n: int = 200, seed: int = 1) -> float | None:
+    """Share of the far-OOD sets (non-cell images) the model's gate turns away."""
+    from bloodcls.inference.checkpoint import load_trained
+    from bloodcls.inference.classify import judge_images
+    from bloodcls.uncertainty.far_ood import far_ood_sets
+
+    model = load_trained(ckpt)
+    if model.trust is None:
+        return None
+    images = np.concatenate(list(far_ood_sets(size, n=n, seed=seed).values()))
+    return float(1 - judge_images(model, images).accepted.double().mean())
+
+
+def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune: bool) -> dict:
+    ckpt, here = run / "checkpoints" / "best.ckpt", out / run.name
+    from bloodcls.inference.checkpoint import load_trained
+    size = load_trained(ckpt).img_size
+    models: dict[str, Path] = {"as_is": ckpt}
+    r: dict = {"calibrate": {}, "adapt": {}}
+    for name, extra in (("calibrated", ()), ("calibrated_per_class", ("--per-class",))):
+        models[name] = here / f"{name}.ckpt"
+        r["calibrate"][name] = calibrate(ckpt, csvs["calibrate"], classes, models[name], *extra)
+    for n in (*ADAPT_COUNTS, "all"):
+        models[f"adapted_{n}"] = here / f"adapted_{n}.ckpt"
+        r["adapt"][f"adapted_{n}"] = adapt(ckpt, csvs[f"pool_{n}"], models[f"adapted_{n}"])
+    models["adapted_all_calibrated"] = here / "adapted_all_calibrated.ckpt"
+    r["calibrate"]["adapted_all_calibrated"] = calibrate(models["adapted_all"], csvs["calibrate"], classes,
+                                                         models["adapted_all_calibrated"])
+    r["held_out"] = {name: {**evaluate(path, csvs["heldout"], classes, here / name),
+                            "far_ood_refused": far_ood_refused(path, size)} for name, path in models.items()}
+    tuned = here / "finetune"
+    if finetune and not (tuned / "results.json").is_file():
+        subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
+                        f"init_from={ckpt}", f"init_classes={classes}", "logger=csv", "threads=1",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={tuned}"], cwd=REPO, check=True,
+                       capture_output=True, text=True)
+    if (tuned / "results.json").is_file():
+        done = json.loads((tuned / "results.json").read_text())
+        r["finetune"] = {"acc": done["test"]["acc"], "init_from": (done.get("init_from") or {}).get("test")}
+    return r
+
+
+ROWS = [("as_is", "as it is"), ("adapted_50", "adapted on 50 unlabelled"), ("adapted_200", "adapted on 200 unlabelled"),
+        ("adapted_all", "adapted on all 320 unlabelled"), ("calibrated", "calibrated on 40 per class (marginal sets)"),
+        ("calibrated_per_class", "calibrated on 40 per class, class-conditional sets"),
+        ("adapted_all_calibrated", "adapted on 320, then calibrated on them")]
+
+
+def _ms(values: list, scale: float = 100.0, digits: int = 1) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(summary: dict) -> str:
+    runs = list(summary.values())
+    lines = ["| model | accuracy (%) | ECE (%) | gate refuses the lab's cells (%) | gate refuses non-cells (%) | "
+             "90 % sets: coverage (%) | mean size | worst class (%) |", "|---|---|---|---|---|---|---|---|"]
+    for key, label in ROWS:
+        rows = [r["held_out"][key] for r in runs if key in r.get("held_out", {})]
+        if not rows:
+            continue
+        sets = [r["sets"] for r in rows]
+        lines.append(f"| {label} | {_ms([r['accuracy'] for r in rows])} | {_ms([r['ece'] for r in rows])} | "
+                     f"{_ms([r['gate_refuses'] for r in rows])} | {_ms([r['far_ood_refused'] for r in rows])} | "
+                     f"{_ms([s['coverage'] for s in sets])} | {_ms([s['mean_size'] for s in sets], 1, 2)} | "
+                     f"{_ms([s['worst_class_coverage'] for s in sets])} |")
+    tuned = [r["finetune"]["acc"] for r in runs if "finetune" in r]
+    if tuned:
+        lines.append(f"| fine-tuned on 50 per class (its own 400-image test) | {_ms(tuned)} | | | | | | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs="+", type=Path, required=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", type=Path)
     ap.add_argument("--lab", type=Path, default=REPO / "outputs" / "lab")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "lab_eval")
     ap.add_argument("--finetune", action="store_true")
+    ap.add_argument("--table", type=Path, help="print the tables of a summary.json and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     csvs = write_csvs(args.lab, args.out)
-    classes = args.lab / "classes.yaml"
-    summary = {}
-    for run in args.runs:
-        ckpt = run / "checkpoints" / "best.ckpt"
-        name = run.name
-        r = {"as_is": evaluate(ckpt, csvs["heldout"], classes, args.out / name / "as_is")}
-        new = args.out / name / "calibrated.ckpt"
-        tuned = args.out / name / "finetune"
-        if args.finetune and not (tuned / "results.json").is_file():
-            subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
-                            f"init_from={ckpt}", f"init_classes={classes}", "logger=csv", "threads=1",
-                            "trainer.enable_progress_bar=false", f"hydra.run.dir={tuned}"], cwd=REPO, check=True,
-                           capture_output=True, text=True)
-        if (tuned / "results.json").is_file():
-            done = json.loads((tuned / "results.json").read_text())
-            r["finetune"] = {"test": done.get("test", {}).get("scores", {}), "init_from": done.get("init_from")}
-        r["calibrate"] = json.loads(subprocess.run(
-            [*BLOODCLS, "calibrate", str(ckpt), str(csvs["calibrate"]), "--classes", str(classes), "--out", str(new),
-             "--json"], cwd=REPO, check=True, capture_output=True, text=True).stdout)
-        r["calibrated"] = evaluate(new, csvs["heldout"], classes, args.out / name / "calibrated")
-        summary[name] = {k: {kk: v[kk] for kk in ("accuracy", "macro_f1", "calibration", "gate", "review", "sets", "n")
-                             if kk in v} if k in ("as_is", "calibrated") else v for k, v in r.items()}
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        print(name, "done", flush=True)
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    for run in args.runs or []:
+        summary[run.name] = one_run(run, csvs, args.lab / "classes.yaml", args.out, args.finetune)
+        summary_path.write_text(json.dumps(summary, indent=1, default=str))
+        print(run.name, "done", flush=True)
+    print(table(summary))
 
 
 if __name__ == "__main__":
