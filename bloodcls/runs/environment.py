@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 
 import torch
@@ -25,16 +26,23 @@ def device_name(device: torch.device | str | None = None) -> str:
 
 
 def processor_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says): the published records'
-    processor, which ``device_name`` leaves out (``platform.processor()`` is empty on most Linux machines)."""
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says) with its core count and the
+    vector instructions torch's kernels use here (``AMD EPYC, 2 cores, AVX2``): the published records' processor,
+    which ``device_name`` leaves out (``platform.processor()`` is empty on most Linux machines). Two machines that
+    both call themselves "AMD EPYC" can differ in AVX512-BF16, which decides the fast path."""
+    name = None
     try:
         with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
+            name = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), None)
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        capability = None
+    cores = os.cpu_count()
+    return ", ".join(x for x in (name, f"{cores} cores" if cores else None, capability) if x)
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, str | None]:
