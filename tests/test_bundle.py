@@ -5,6 +5,7 @@ ckpt_path= refuse it in one paragraph."""
 
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -140,16 +141,23 @@ def test_the_model_card_is_generated_from_the_runs_records(bundle, reference_run
     assert "Adapted to one lab" not in text
 
 
-def test_the_card_reports_the_shift_suite_where_it_was_measured(reference_run, tmp_path):
+def test_the_card_follows_the_records_and_reports_the_shift_suite_where_measured(reference_run, tmp_path):
+    """A copy of the run whose records say other things: the card says what they say."""
     from bloodcls.common.rundir import RunPaths, write_json
 
     run = tmp_path / "run"
     shutil.copytree(reference_run[0], run)
+    results = json.loads((run / "results.json").read_text())
+    results["test"]["acc"], results["environment"]["commit"] = 0.87654, "0123abcd4567"
+    results["test"]["scores"]["test/recall/platelet"] = 0.4321
+    write_json(run / "results.json", results)
     record = {"clean_acc": 0.9, "mean_acc": 0.7, "drop_acc": 0.2, "worst_acc": 0.31, "worst": "hue@5",
               "severities": [1, 2], "per_severity": {"acc": [0.8, 0.6]}, "n_images": 80}
     RunPaths(run).robustness.record.parent.mkdir(parents=True, exist_ok=True)
     write_json(RunPaths(run).robustness.record, record)
     text = Classifier.load(run).generate_model_card().text
+    assert "Test accuracy **87.65 %**" in text and "commit `0123abcd4567`" in text
+    assert re.search(r"\| platelet \| [0-9.]+ % \| 43\.2 % \|", text)
     assert "clean 90.00 %, mean over every shift and severity 70.00 %, worst 31.00 % (`hue@5`)" in text
     assert "| 2 | 60.0 % |" in text
 
@@ -263,3 +271,21 @@ def test_a_model_without_records_gets_a_card_that_says_so(trained_checkpoint, tm
     assert "Unknown: no test scores were recorded" in text and "Not a diagnostic device" in text
     with pytest.raises(UserError, match="--private applies to the repository --push creates"):
         main.__wrapped__([str(alone), str(tmp_path / "c"), "--private"])
+
+
+@pytest.mark.slow
+def test_a_fine_tune_starts_from_a_bundle(bundle, tmp_path):
+    """init_from=<bundle>: the bundle's network and input size go on the command line, its weights start the run."""
+    from bloodcls.runs.init_from import init_from_argv
+    from bloodcls.training import train
+    from tests.conftest import FAST
+    from tests.helpers import compose_train
+    from tests.synthetic import write_synthetic_folder
+
+    lab = write_synthetic_folder(tmp_path / "lab", n_per_class=8, classes=("basophil", "eosinophil", "platelet"))
+    argv = init_from_argv(["train.py", "data=folder", f"data.path={lab}", f"init_from={bundle}", "logger=csv",
+                           "trainer.max_epochs=1", *FAST])
+    results = train(compose_train(argv[1:], output_dir=tmp_path / "run"), output_dir=tmp_path / "run")
+    start = results["init_from"]
+    assert start["checkpoint"] == str(bundle) and start["model"] == "unet" and start["new_classes"] == []
+    assert start["matched"] == {"basophil": "basophil", "eosinophil": "eosinophil", "platelet": "platelet"}

@@ -62,7 +62,7 @@ def load_demo_model(target: str | Path) -> DemoModel:
     bundle carries them in its config.json; a checkpoint in a run folder finds them there)."""
     target = Path(target).expanduser()
     if target.is_dir() and not is_bundle(target) and not RunPaths(target).checkpoints.is_dir():
-        raise UserError(f"{target} is neither a run folder (no checkpoints/ in it) nor a model bundle: pass a run folder "
+        raise UserError(f"{target} is not a run folder (no checkpoints/ in it) and not a model bundle: pass a run folder "
                         "(outputs/runs/<date>/<time>_<name>_<id>), its checkpoints/best.ckpt, or a folder written by "
                         "`bloodcls bundle`.")
     clf = Classifier.load(target)
