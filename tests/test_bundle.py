@@ -171,7 +171,7 @@ def test_an_adapted_bundle_says_it_is_for_its_lab_and_keeps_its_record(trained_c
     assert again.adapted_on["images"] == 48 and again.model.trust.conformal is None  # sets removed by adapt
     text = (folder / CARD_FILE).read_text()
     assert "**Adapted to one lab.**" in text and "48 unlabelled images of `the images given`" in text
-    assert "refuses BloodMNIST's own clean cells" in text and "These are the scores of the model before it was adapted" in text
+    assert "it can refuse BloodMNIST's own clean cells" in text and "These are the scores of the model before it was adapted" in text
     assert again.predict(cells[:5]) == adapted.predict(cells[:5])
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from bloodcls.common.bundle import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, is_bundle
@@ -54,10 +53,10 @@ class Classifier(ModelHubMixin, library_name="bloodcls", pipeline_tag="image-cla
         return self._records
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    def load(cls, path: str | Path) -> Classifier:
         """A run folder (its best.ckpt, else last.ckpt), a .ckpt or .safetensors file, or a bundle folder; loaded
-        weights-only, never unpickled. The run's records come along where there are any (for the model card)."""
-        return cls(load_trained(path, device))
+        weights-only, never unpickled, on the CPU. The run's records are looked up when first asked for."""
+        return cls(load_trained(path))
 
     # -- what it is ---------------------------------------------------------------------------------------------
     @property

@@ -240,8 +240,10 @@ def _limits(config: dict[str, Any]) -> str:
                  "were removed: `bloodcls calibrate` on labelled images of the lab refits them")
         items.append(f"**Adapted to one lab.** Its BatchNorm statistics were recomputed (`bloodcls adapt`) on "
                      f"{adapted.get('images')} unlabelled images of `{adapted.get('data')}` ({adapted.get('date')}): it "
-                     "is for that lab's images. Its not-a-cell gate (training statistics) refuses BloodMNIST's own "
-                     "clean cells, which is right for a model of that lab and a reason not to use it elsewhere. Its "
+                     "is for that lab's images. Its not-a-cell gate (training statistics) now sees cells through that "
+                     "lab's statistics, so it can refuse BloodMNIST's own clean cells (\"An adapted model is for its lab\" in "
+                     "docs/guide/own-images.md of the bloodcls repository): right for a model of that lab, and a reason "
+                     "not to use it elsewhere. Its "
                      f"{' and '.join(trust.get('carried_unverified') or ['temperature'])} were fitted before "
                      f"adaptation{stale}." + (f" WARNING: {adapted['warning']}" if adapted.get("warning") else ""))
     return "\n".join(f"- {item}" for item in items)
