@@ -71,7 +71,7 @@ def run_evaluation(checkpoint: str | Path, data: str | Path, class_map: str | Pa
     images = load_labelled(data, model.class_names, model.img_size, mapping)
     evaluation = evaluate(model, images, batch_size=batch_size)
     evaluation.report["adapted"] = adaptation_status(model)  # None unless `bloodcls adapt` wrote the model
-    files = EvaluationFiles(Path(out).expanduser()) if out is not None else default_output(checkpoint, data)
+    files = EvaluationFiles(Path(out).expanduser()) if out is not None else default_output(model.path, data)
     evaluation.report["files"] = {"report": str(files.report), "predictions": str(files.predictions),
                                   "confusion": str(files.confusion)}
     return evaluation, write_files(evaluation, files)

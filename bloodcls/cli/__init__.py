@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("bloodcls.cli.adapt", "adapt a model to your lab's unlabelled images (BatchNorm statistics)"),
     "demo": ("bloodcls.cli.demo", "try a trained model in the browser"),
     "export": ("bloodcls.cli.export", "export a model to ONNX, TorchScript or safetensors, checked"),
+    "bundle": ("bloodcls.cli.bundle", "a folder that is the model: weights, config.json, model card (Hugging Face layout)"),
     "robustness": ("bloodcls.cli.robustness", "accuracy of trained runs under 13 lab shifts x 5 severities"),
     "trust": ("bloodcls.cli.trust", "calibration, abstention and the not-a-cell gate of trained runs"),
     "publish": ("bloodcls.cli.publish", "keep a finished run's record in results/<footing> (the repository's)"),
@@ -36,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workspace": ("bloodcls.cli.workspace", "the study's comparison workspace on W&B, from code"),
     "sync": ("bloodcls.cli.sync", "upload a sweep's offline W&B runs"),
 }
+
+# what a command that takes a trained model accepts (load_trained reads each of them)
+MODEL_HELP = ("the model: a run folder, a .ckpt from one (checkpoints/best.ckpt), an exported .safetensors or a model "
+              "bundle folder (bloodcls bundle)")
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader closed the pipe (e.g. `| head`)
 

@@ -17,14 +17,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bloodcls.cli import summary
+from bloodcls.cli import MODEL_HELP, summary
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.inference.images import add_max_pixels_option
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodcls adapt", description=summary(__doc__))
-    p.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt) or an exported .safetensors")
+    p.add_argument("checkpoint", help=MODEL_HELP)
     p.add_argument("data", help="the lab's unlabelled images: a folder (flat or in class folders) or a CSV with a "
                    "path column")
     p.add_argument("--out", required=True, help="the adapted model to write (a new .ckpt file)")
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped {len(data.skipped)} files that are not readable images: "
               f"{listing([f'{p} ({why})' for p, why in data.skipped])}", file=sys.stderr)
     adapted = adapt_model(model, data, force=args.force, batch_size=args.batch_size)
-    write_adapted(Path(args.checkpoint), Path(args.out), adapted)
+    write_adapted(model.path, Path(args.out), adapted)
     r = adapted.record
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

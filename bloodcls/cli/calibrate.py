@@ -17,13 +17,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bloodcls.cli import summary
+from bloodcls.cli import MODEL_HELP, summary
 from bloodcls.errors import report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodcls calibrate", description=summary(__doc__))
-    p.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt)")
+    p.add_argument("checkpoint", help=MODEL_HELP)
     p.add_argument("data", help="a folder of class folders (<folder>/<class>/<image>) or a CSV with path,label columns")
     p.add_argument("--out", required=True, help="the re-calibrated checkpoint to write (a new .ckpt file)")
     p.add_argument("--coverage", type=float, default=0.9, help="share of images whose prediction set holds the "
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_trained(args.checkpoint)
     data = load_labelled(args.data, model.class_names, model.img_size, load_class_map(args.classes))
     fitted = recalibrate(model, data, sets, holdout=args.holdout, seed=args.seed)
-    write_recalibrated(Path(args.checkpoint), Path(args.out), fitted.state)
+    write_recalibrated(model.path, Path(args.out), fitted.state)
     r = fitted.report
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bloodcls.cli import summary
+from bloodcls.cli import MODEL_HELP, summary
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.inference.app import build_app, example_images, load_demo_model
 from bloodcls.inference.classify import NO_TRUST
@@ -23,7 +23,7 @@ from bloodcls.inference.images import add_max_pixels_option
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodcls demo", description=summary(__doc__))
-    p.add_argument("checkpoint", help="a run folder (outputs/runs/...) or a .ckpt / exported .safetensors file")
+    p.add_argument("checkpoint", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--data-root", default=None, help="folder of the BloodMNIST files for example images "

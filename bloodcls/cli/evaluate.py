@@ -15,13 +15,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bloodcls.cli import summary
+from bloodcls.cli import MODEL_HELP, summary
 from bloodcls.errors import UserError, report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodcls evaluate", description=summary(__doc__))
-    p.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt)")
+    p.add_argument("checkpoint", help=MODEL_HELP)
     p.add_argument("data", help="a folder of class folders (<folder>/<class>/<image>) or a CSV with path,label columns")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON (nothing else on stdout)")
     p.add_argument("--out", help="folder for report.json, predictions.csv and confusion.png (default: "

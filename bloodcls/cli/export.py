@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bloodcls.cli import MODEL_HELP
 from bloodcls.errors import UserError, report_user_errors
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.exporters import ATOL, FORMATS, OPSET, export
@@ -18,7 +19,7 @@ from bloodcls.inference.exporters import ATOL, FORMATS, OPSET, export
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bloodcls export",
                                      description="Export a trained bloodcls checkpoint to ONNX, TorchScript or safetensors.")
-    parser.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt)")
+    parser.add_argument("checkpoint", help=MODEL_HELP)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write (default: beside the checkpoint, e.g. best.onnx)")

@@ -3,7 +3,7 @@
     bloodcls predict <checkpoint> <image or folder>... [--json] [--tta]
     bloodcls predict outputs/runs/.../checkpoints/best.ckpt cell.jpg more_cells/
 
-Arguments only; the work is done by :mod:`bloodcls.inference.classify`.
+Arguments only; the work is done by :class:`bloodcls.inference.classifier.Classifier` (the Python API).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from bloodcls.cli import MODEL_HELP
 from bloodcls.errors import report_user_errors
-from bloodcls.inference.adaptation import adaptation_status
-from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.classify import classify, format_text
+from bloodcls.inference.classifier import Classifier
+from bloodcls.inference.classify import format_text
 from bloodcls.inference.images import add_max_pixels_option
 
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bloodcls predict",
         description="Classify blood-cell images (PNG, JPEG, TIFF, BMP; any size or colour mode) with a trained checkpoint.",
     )
-    parser.add_argument("checkpoint", help="a .ckpt from a run folder (checkpoints/best.ckpt) or an exported .safetensors")
+    parser.add_argument("checkpoint", help=MODEL_HELP)
     parser.add_argument("paths", nargs="+", help="image files and/or folders of images (not searched recursively)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = load_trained(args.checkpoint)
-    report = classify(model, args.paths, tta=args.tta, max_pixels=args.max_pixels)
-    report["adapted"] = adaptation_status(model)  # null unless `bloodcls adapt` wrote the model
+    clf = Classifier.load(args.checkpoint)
+    model = clf.model
+    report = clf.report(args.paths, tta=args.tta, max_pixels=args.max_pixels)  # "adapted": null unless adapted
     if args.json:
         print(json.dumps(report, indent=2))
     else:

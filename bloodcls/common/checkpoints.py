@@ -5,10 +5,12 @@ are read with ``torch.load(weights_only=True)``, which rebuilds only tensors and
 and refuses everything else. bloodcls checkpoints need no allow-list: the LightningModule keeps
 only plain values in its hyper-parameters, and Lightning's own entries (loop progress, callback
 and scheduler states) are dicts, lists, numbers, strings and tensors. ``.safetensors`` files written
-by ``bloodcls export --format safetensors`` hold the same weights and hyper-parameters
-with no pickle at all. Every way a checkpoint comes in reads it here: ``resume=``, ``ckpt_path=`` (training
-and ``train=false`` scoring), prediction, export, the demo and the shift suite. A shared leaf: it knows
-files, not models (:mod:`bloodcls.inference.checkpoint` rebuilds the network).
+by ``bloodcls export --format safetensors`` (:func:`write_safetensors`) hold the same weights, hyper-parameters,
+trust state and adaptation record with no pickle at all, and a model bundle folder (``bloodcls bundle``:
+:mod:`bloodcls.common.bundle`) is that file with its description. Every way a checkpoint comes in reads it
+here: ``resume=``, ``ckpt_path=`` (training and ``train=false`` scoring), ``init_from=``, prediction, evaluation,
+calibration, adaptation, export, the demo and the shift suite. A shared leaf: it knows files, not models
+(:mod:`bloodcls.inference.checkpoint` rebuilds the network).
 """
 
 from __future__ import annotations
@@ -22,14 +24,23 @@ from typing import Any
 
 import torch
 
+from bloodcls.common.bundle import (
+    CONFIG_FILE,
+    LIBRARY,
+    SAFETENSORS_ADAPTED,
+    SAFETENSORS_KEY,
+    SAFETENSORS_TRUST,
+    TRUST_PREFIX,
+    WEIGHTS_FILE,
+    disagreement,
+    is_bundle,
+)
 from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 
 NET_PREFIX = "net."  # BloodCellClassifier keeps the network in self.net
-SAFETENSORS_KEY = "bloodcls"  # metadata entry holding the hyper-parameters as JSON
 TRUST_KEY = "trust"  # checkpoint entry of the fitted trust state (bloodcls.uncertainty.state), plain values
-SAFETENSORS_TRUST = "bloodcls_trust"  # safetensors metadata entry: the trust state's numbers (its tensors: "trust.*")
-TRUST_PREFIX = "trust."
+BUNDLE_FORMAT = "bundle"  # contents["format"] of a bundle folder ("safetensors" for the file alone)
 ADAPTED_KEY = "adapted_on"  # checkpoint entry: what `bloodcls adapt` recomputed the BatchNorm statistics on (plain values)
 
 
@@ -64,9 +75,15 @@ def _is_pickle(path: Path, err: Exception) -> bool:
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's contents, loaded weights-only; every problem is a one-paragraph UserError."""
     path = Path(path).expanduser()
+    if is_bundle(path):
+        return _read_bundle(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder but not a model bundle (`bloodcls bundle` writes {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE} into one). Pass a bundle folder, a run folder where a command takes "
+                              "one, or a .ckpt file, e.g. <run folder>/checkpoints/best.ckpt.")
     if not path.is_file():
-        where = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"Checkpoint {path} {where}. Pass a .ckpt file, e.g. <run folder>/checkpoints/best.ckpt.")
+        raise CheckpointError(f"Checkpoint {path} does not exist. Pass a .ckpt file, e.g. "
+                              "<run folder>/checkpoints/best.ckpt, or a model bundle folder.")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
@@ -116,7 +133,54 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     if SAFETENSORS_TRUST in metadata:
         trust = {k[len(TRUST_PREFIX):]: v for k, v in state_dict.items() if k.startswith(TRUST_PREFIX)}
         contents[TRUST_KEY] = {**json.loads(metadata[SAFETENSORS_TRUST]), **trust}
+    if SAFETENSORS_ADAPTED in metadata:
+        contents[ADAPTED_KEY] = json.loads(metadata[SAFETENSORS_ADAPTED])
     return contents
+
+
+def write_safetensors(path: str | Path, weights: dict[str, torch.Tensor], hparams: dict[str, Any],
+                      trust: dict[str, Any] | None = None, adapted_on: dict[str, Any] | None = None) -> None:
+    """The one portable model file (``export --format safetensors`` and a bundle's model.safetensors): the network's
+    weights, its hyper-parameters, the trust state (tensors as ``trust.*``, numbers and strings as JSON metadata)
+    and the adaptation record; no pickle. :func:`read_checkpoint` reads it back."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    metadata = {SAFETENSORS_KEY: json.dumps(hparams)}
+    if trust is not None:
+        state.update({TRUST_PREFIX + k: v.detach().cpu().contiguous() for k, v in trust.items()
+                      if isinstance(v, torch.Tensor)})
+        metadata[SAFETENSORS_TRUST] = json.dumps({k: v for k, v in trust.items() if not isinstance(v, torch.Tensor)})
+    if adapted_on is not None:
+        metadata[SAFETENSORS_ADAPTED] = json.dumps(adapted_on)
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_bundle_config(folder: Path) -> dict[str, Any]:
+    """A bundle's config.json, checked to be bloodcls's (one paragraph where it is not)."""
+    path = folder / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not readable JSON ({type(err).__name__}: {err}); the bundle is damaged. "
+                              "Write it again with `bloodcls bundle <run folder or checkpoint> <folder>`.") from None
+    if not isinstance(config, dict) or config.get("library_name") != LIBRARY:
+        raise CheckpointError(f"{folder} holds {CONFIG_FILE} and {WEIGHTS_FILE} but is not a bloodcls model bundle "
+                              f"(its {CONFIG_FILE} has no library_name \"{LIBRARY}\"); it was written by other code. "
+                              "Pass a folder written by `bloodcls bundle`, or a .ckpt file.")
+    return config
+
+
+def _read_bundle(folder: Path) -> dict[str, Any]:
+    """A bundle folder as checkpoint contents: its weights file, after checking config.json describes it."""
+    config = read_bundle_config(folder)
+    contents = _read_safetensors(folder / WEIGHTS_FILE)
+    differ = disagreement(config, contents["hyper_parameters"], contents.get(TRUST_KEY), contents.get(ADAPTED_KEY))
+    if differ:
+        raise CheckpointError(f"{folder}: {CONFIG_FILE} and {WEIGHTS_FILE} disagree about {differ}, so the bundle was "
+                              "edited by hand or put together from two models, and neither can be trusted. Write it "
+                              "again from the model with `bloodcls bundle <model> <folder> --force`.")
+    return {**contents, "format": BUNDLE_FORMAT}
 
 
 def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -21,6 +21,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # Pillow's own default (about 89 Mpx, a 9459 x 9459 image); larger files are refused as possible
 # decompression bombs (a few KB that would expand to gigabytes of pixels).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# What load_image does, in words, for readers without bloodcls (a model bundle's config.json states it).
+READ_AS = {"color": "RGB (any mode converted; transparency composited onto white; 16-bit greyscale scaled to 0-255)",
+           "orientation": "EXIF orientation applied", "crop": "centre square (the shorter side)",
+           "interpolation": "bicubic (Pillow's Image.BICUBIC)"}
 
 
 class ImageError(ValueError):
@@ -63,8 +67,7 @@ def load_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS) -> np.
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, don't just warn
             with Image.open(path) as img:
                 img.load()  # Image.open is lazy: truncated data only shows up here
-                img = ImageOps.exif_transpose(img) or img
-                rgb = _to_rgb(img)
+                rgb = oriented_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"refused as a possible decompression bomb ({err})") from None
     except UnidentifiedImageError:
@@ -73,9 +76,24 @@ def load_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS) -> np.
         raise ImageError(f"corrupt or truncated image data ({err})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
+    return square_resized(rgb, size)
+
+
+def oriented_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image turned upright (its EXIF orientation) and converted to RGB."""
+    return _to_rgb(ImageOps.exif_transpose(img) or img)
+
+
+def square_resized(rgb: Image.Image, size: int) -> np.ndarray:
+    """An RGB image's centre square, resized (bicubic) to ``size`` x ``size``: S x S x 3 uint8."""
     if min(rgb.size) < 1:
         raise ImageError(f"the image has no pixels ({rgb.size[0]} x {rgb.size[1]})")
     square = center_square(rgb)
     if square.size != (size, size):
         square = square.resize((size, size), Image.BICUBIC)
     return np.asarray(square, dtype=np.uint8)
+
+
+def prepare_image(img: Image.Image, size: int) -> np.ndarray:
+    """An image already decoded (a PIL image) prepared exactly as :func:`load_image` prepares a file's."""
+    return square_resized(oriented_rgb(img), size)

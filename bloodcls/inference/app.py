@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bloodcls.common.bundle import is_bundle
 from bloodcls.common.markdown import md_table
 from bloodcls.common.records import ResultsRecord
 from bloodcls.common.rundir import RunPaths
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
+from bloodcls.inference.classifier import Classifier
 from bloodcls.inference.classify import NOT_A_CELL, REVIEW, judge_images, set_text, to_tensor
-from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.inference.images import MAX_PIXELS, ImageError, load_image
 from bloodcls.inference.saliency import cam_layer, overlay, saliency_map
 
@@ -57,13 +58,16 @@ class DemoModel:
 
 
 def load_demo_model(target: str | Path) -> DemoModel:
-    """A checkpoint, or a run folder (its best.ckpt), plus the run's results.json when it sits in one."""
+    """A run folder (its best.ckpt), a checkpoint or a model bundle, with the run's results where there are any (a
+    bundle carries them in its config.json; a checkpoint in a run folder finds them there)."""
     target = Path(target).expanduser()
-    if target.is_dir() and not RunPaths(target).checkpoints.is_dir():
-        raise UserError(f"{target} is not a run folder (no checkpoints/ in it): pass a run folder "
-                        "(outputs/runs/<date>/<time>_<name>_<id>) or its checkpoints/best.ckpt.")
-    (run,) = FinishedRun.find([target])
-    return DemoModel(trained=run.load_model(), results=run.results)
+    if target.is_dir() and not is_bundle(target) and not RunPaths(target).checkpoints.is_dir():
+        raise UserError(f"{target} is not a run folder (no checkpoints/ in it) and not a model bundle: pass a run folder "
+                        "(outputs/runs/<date>/<time>_<name>_<id>), its checkpoints/best.ckpt, or a folder written by "
+                        "`bloodcls bundle`.")
+    clf = Classifier.load(target)
+    results = (clf.records or {}).get("results")
+    return DemoModel(trained=clf.model, results=ResultsRecord.from_dict(results) if results else None)
 
 
 def disclaimer(model: DemoModel) -> str:

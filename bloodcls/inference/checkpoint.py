@@ -1,7 +1,8 @@
 """A trained network rebuilt from a checkpoint file, for prediction, export, the demo and the shift suite.
 
-The file is read by :func:`bloodcls.common.checkpoints.read_checkpoint` (weights-only, never unpickled code);
-here the network its hyper-parameters name is built and its weights loaded.
+The file is read by :func:`bloodcls.common.checkpoints.read_checkpoint` (weights-only, never unpickled code): a
+.ckpt, an exported .safetensors or a model bundle folder; a run folder stands for its checkpoint. Here the
+network its hyper-parameters name is built and its weights loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bloodcls.common.bundle import is_bundle
 from bloodcls.common.checkpoints import (
     ADAPTED_KEY,
     CHECKPOINT_HINT,
@@ -21,6 +23,7 @@ from bloodcls.common.checkpoints import (
     network_state,
     read_checkpoint,
 )
+from bloodcls.common.rundir import RunPaths, run_checkpoint
 from bloodcls.models import build_from_hparams
 from bloodcls.uncertainty.state import CHECKPOINT_KEY, TrustState
 
@@ -45,8 +48,9 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode)."""
-    path = Path(path).expanduser()
+    """Rebuild the network named by the checkpoint's hyper-parameters and load its weights (eval mode). ``path``:
+    a .ckpt or .safetensors file, a model bundle folder, or a run folder (its best.ckpt, else last.ckpt)."""
+    path = model_file(path)
     contents = read_checkpoint(path, map_location)
     hparams = contents.get("hyper_parameters")
     if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
@@ -71,6 +75,20 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
                         hparams=dict(hparams), path=path, info=info, trust=_trust(contents, path),
                         adapted_on=adapted if isinstance(adapted := contents.get(ADAPTED_KEY), dict) else None)
+
+
+def model_file(path: str | Path) -> Path:
+    """The file or bundle a path names: a run folder stands for its checkpoint (best.ckpt, else last.ckpt); a
+    bundle folder, a file, or anything else (refused when read) for itself."""
+    path = Path(path).expanduser()
+    if not path.is_dir() or is_bundle(path):
+        return path
+    found = run_checkpoint(path)
+    if found is None and RunPaths(path).checkpoints.is_dir():
+        raise CheckpointError(f"{path} is a run folder without a checkpoint (checkpoints/best.ckpt or last.ckpt): the "
+                              "run did not get as far as saving one. Pass a run folder that did, a .ckpt file or a "
+                              "model bundle folder.")
+    return found or path
 
 
 def _trust(contents: dict[str, Any], path: Path) -> TrustState | None:

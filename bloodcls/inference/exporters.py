@@ -6,8 +6,9 @@
   ``logits`` (apply softmax for probabilities); model name, input size and class names are in the
   model's metadata. Checked with onnxruntime when it is installed.
 - ``torchscript``: ``torch.jit.load``-able, same input and output; metadata in ``bloodcls.json``.
-- ``safetensors``: the weights plus hyper-parameters, no pickle: the safest way to share a model;
-  ``bloodcls.inference.classify`` reads it.
+- ``safetensors``: the weights plus hyper-parameters, trust state and adaptation record, no pickle: the safest
+  way to share a model; every command that takes a model reads it, and a model bundle (``bloodcls bundle``) is
+  this file with its config.json and model card.
 
 After writing, the export is run on sample inputs next to the PyTorch network; it is kept only if
 every output matches within ``--atol`` (1e-4) and the judgement made from its outputs
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.common.checkpoints import SAFETENSORS_KEY, SAFETENSORS_TRUST, TRUST_PREFIX
+from bloodcls.common.checkpoints import write_safetensors
 from bloodcls.common.files import atomic_write
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
@@ -80,15 +81,10 @@ def _export_torchscript(model: TrainedModel, path: Path) -> None:
 
 
 def _export_safetensors(model: TrainedModel, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous() for k, v in model.net.state_dict().items()}
-    metadata = {SAFETENSORS_KEY: json.dumps(model.hparams)}
-    if model.trust is not None:  # tensors as "trust.*", numbers and strings as JSON metadata
-        trust = model.trust.to_dict()
-        state.update({TRUST_PREFIX + k: v for k, v in trust.items() if isinstance(v, torch.Tensor)})
-        metadata[SAFETENSORS_TRUST] = json.dumps({k: v for k, v in trust.items() if not isinstance(v, torch.Tensor)})
-    save_file(state, str(path), metadata=metadata)
+    """The portable file (a bundle's model.safetensors is the same): weights, hyper-parameters, trust state and
+    adaptation record."""
+    write_safetensors(path, model.net.state_dict(), model.hparams,
+                      model.trust.to_dict() if model.trust is not None else None, model.adapted_on)
 
 
 def run_export(model: TrainedModel, fmt: str, path: Path, x: torch.Tensor) -> np.ndarray | None:

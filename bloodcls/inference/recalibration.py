@@ -131,6 +131,7 @@ def write_recalibrated(source: Path, out: Path, state: TrustState) -> None:
         raise UserError(f"--out {out} is the checkpoint being re-calibrated; write to a new file so the original "
                         "(and its calibration on the training data) is kept.")
     contents = read_checkpoint(source)
+    contents.pop("format", None)  # an exported file or a bundle comes out as a .ckpt
     contents[CHECKPOINT_KEY] = state.to_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(out, contents)

@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bloodcls.common.bundle import is_bundle
 from bloodcls.common.rundir import (
     CHECKPOINT_DIR,
     HYDRA_SUBDIR,
@@ -68,6 +69,8 @@ def checkpoint_to_continue(run_dir: Path) -> Path | None:
 def resolve_resume(resume: str | Path) -> ResumeTarget:
     """Check what ``resume=`` names and find the checkpoint to continue from; a UserError says what is wrong."""
     path = Path(str(resume)).expanduser()
+    if is_bundle(path):
+        raise ResumeError(not_for_training(path, "resume"))
     if path.is_dir():
         checkpoint = checkpoint_to_continue(path)
         if checkpoint is None:
@@ -102,7 +105,17 @@ def resolve_resume(resume: str | Path) -> ResumeTarget:
 
 def check_checkpoint(target: ResumeTarget) -> dict[str, Any]:
     """Load the checkpoint weights-only before Lightning does: refuse crafted or broken files clearly."""
-    return _read_for_lightning(target.checkpoint, training=True)
+    return _read_for_lightning(target.checkpoint, training=True, setting="resume")
+
+
+def not_for_training(path: Path, setting: str) -> str:
+    """The paragraph for a model bundle given to ``resume=`` or ``ckpt_path=``, which need a training checkpoint."""
+    return (f"{setting}={path} is a model bundle (`bloodcls bundle`: the weights, config.json and a model card, "
+            "without the optimizer, epoch counter and the rest of a training state), which predict, evaluate, "
+            "calibrate, adapt, export, the demo and init_from= take. resume= and ckpt_path= continue or score a "
+            "training run and need that run's .ckpt file: checkpoints/last.ckpt to train on, checkpoints/best.ckpt "
+            "to score with train=false. To train further from the bundle's weights, start a new run with "
+            f"init_from={path}.")
 
 
 def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
@@ -112,11 +125,13 @@ def check_ckpt_path(ckpt_path: Any, training: bool) -> Path | None:
     if ckpt_path in (None, ""):
         return None
     path = Path(str(ckpt_path)).expanduser()
-    _read_for_lightning(path, training=training)
+    _read_for_lightning(path, training=training, setting="ckpt_path")
     return path
 
 
-def _read_for_lightning(path: Path, training: bool) -> dict[str, Any]:
+def _read_for_lightning(path: Path, training: bool, setting: str) -> dict[str, Any]:
+    if is_bundle(path):  # before reading: the paragraph, whatever state the bundle is in
+        raise ResumeError(not_for_training(path, setting))
     from bloodcls.common.checkpoints import read_checkpoint  # torch: not at import, train.py reads argv first
 
     contents = read_checkpoint(path)
