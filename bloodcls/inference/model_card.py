@@ -119,13 +119,40 @@ def _input(config: dict[str, Any]) -> str:
             f"{config['output']['shape']} {config['output']['name']}; probabilities {config['output']['probabilities']}.")
 
 
+def _from_one(epoch: Any) -> str:
+    """The records count epochs from 0; the card, like the progress lines and the tables, from 1."""
+    return str(epoch + 1) if isinstance(epoch, int) else "?"
+
+
+def _device(env: dict[str, Any]) -> str:
+    """The device with the processor's name where the run recorded it (the published records' wording)."""
+    device, processor = env.get("device", "?"), env.get("processor")
+    return f"{device}, {processor}" if processor and str(device).startswith("CPU") else str(device)
+
+
+def _official_md5(size: Any) -> str | None:
+    try:
+        from bloodcls.data.files import official_md5
+
+        return official_md5(int(size))
+    except Exception:  # noqa: BLE001 - no medmnist INFO here: the card then does not claim either way
+        return None
+
+
 def _data(r: dict[str, Any]) -> str:
     if not r:
         return "Unknown: the model was bundled without the records of the run that trained it."
     data, split = r.get("data") or {}, (r.get("data") or {}).get("split_sizes") or {}
     sizes = ", ".join(f"{k} {v}" for k, v in split.items())
     kind, where = _dataset(r)
-    split_kind = "the run's stratified, seeded split (its split.csv)" if kind == "folder" else "BloodMNIST's official split"
+    if kind == "folder":
+        split_kind = "the run's stratified, seeded split (its split.csv)"
+    elif data.get("md5") and data.get("md5") != _official_md5(r.get("img_size")):
+        split_kind = ("the official split sizes and class counts, in a file built from the PBC source images (its MD5 is "
+                      "not the official release's), so not necessarily the official membership: comparable with, not "
+                      "identical to, published BloodMNIST figures")
+    else:
+        split_kind = "BloodMNIST's official split"
     return (f"{where}; file `{data.get('path')}`" + (f" (MD5 {data.get('md5')})" if data.get("md5") else "")
             + f". Split: {sizes or 'unknown'} images, {split_kind}. The test images were used only to score the "
             "finished model.")
@@ -138,7 +165,7 @@ def _recipe(config: dict[str, Any]) -> str:
         return "Unknown (no run records)."
     eff = r.get("efficiency") or {}
     lines = [f"Experiment `{r.get('experiment')}`, recipe `{r.get('recipe') or 'keras (before recipes)'}`, "
-             f"seed {r.get('seed')}; {eff.get('epochs_run', '?')} epochs (best {eff.get('best_epoch', '?')}), "
+             f"seed {r.get('seed')}; {eff.get('epochs_run', '?')} epochs (best {_from_one(eff.get('best_epoch'))}), "
              f"{eff.get('params_trainable', '?'):,} trainable parameters; augmentation {'on' if r.get('augment') else 'off'}."
              if isinstance(eff.get("params_trainable"), int) else
              f"Experiment `{r.get('experiment')}`, recipe `{r.get('recipe')}`, seed {r.get('seed')}."]
@@ -158,7 +185,7 @@ def _scores(config: dict[str, Any], r: dict[str, Any]) -> str:
     tta = (r.get("test_tta") or {}).get("acc")
     head = (f"Test accuracy **{_pct(test['acc'])}**, macro F1 {_pct(test.get('f1'))}"
             + (f" ({_pct(tta)} with the 8 rotations/flips averaged)" if tta is not None else "")
-            + f" on the {n or '?'} test images; measured on {env.get('device', '?')}, commit `{env.get('commit', '?')}`, "
+            + f" on the {n or '?'} test images; measured on {_device(env)}, commit `{env.get('commit', '?')}`, "
             f"{str(env.get('date', '?'))[:10]}.")
     if config.get("adapted_on"):
         head += " These are the scores of the model before it was adapted (see Known limitations)."
