@@ -212,15 +212,23 @@ def test_every_command_that_takes_a_model_takes_the_bundle(bundle, trained_check
     assert "Re-calibrated with `bloodcls calibrate`" in (tmp_path / "cal_bundle" / CARD_FILE).read_text()
 
 
-@pytest.mark.parametrize("setting", ["resume", "ckpt_path"])
-def test_resume_and_ckpt_path_say_a_bundle_is_not_a_training_checkpoint(bundle, setting, tmp_path):
+def test_resume_and_ckpt_path_say_a_bundle_is_not_a_training_checkpoint(bundle, tmp_path):
+    """resume= through train.py as a user types it (one paragraph, exit 2); ckpt_path= reads the same check
+    in-process (one train.py start is enough to show the paragraph reaches the terminal)."""
+    from bloodcls.errors import UserError
+    from bloodcls.runs.resume import check_ckpt_path
     from tests.helpers import run_cli
 
-    proc = run_cli("train.py", f"{setting}={bundle}", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv")
+    proc = run_cli("train.py", f"resume={bundle}", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv")
     err = proc.stderr.strip()
     assert proc.returncode == 2 and "Traceback" not in err
-    assert err.count("\n") == 0 and "is a model bundle" in err and f"{setting}={bundle}" in err, err
+    assert err.count("\n") == 0 and "is a model bundle" in err and f"resume={bundle}" in err, err
     assert "checkpoints/last.ckpt to train on" in err and f"init_from={bundle}" in err
+    for training in (True, False):
+        with pytest.raises(UserError) as refused:
+            check_ckpt_path(str(bundle), training=training)
+        assert "is a model bundle" in str(refused.value) and f"ckpt_path={bundle}" in str(refused.value)
+        assert f"init_from={bundle}" in str(refused.value)
 
 
 def test_a_hand_edited_or_foreign_bundle_is_refused(bundle, tmp_path):
