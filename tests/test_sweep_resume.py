@@ -63,6 +63,7 @@ def test_a_stopped_sweep_resumes_and_extends_without_retraining(synthetic_root, 
     proc = run_cli("sweep.py", f"resume={sweep}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 completed (kept), 1 to continue from their last checkpoint, 1 to start" in proc.stdout
+    assert ", 1 at a time" in proc.stdout  # started with jobs=1: the resume keeps it (jobs=auto would run 2 here)
     assert (s0 / "results.json").read_bytes() == before  # the finished run is untouched
     assert not (sweep / "sweep.lock").exists()
     continued = _results(s1)

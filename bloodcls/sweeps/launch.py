@@ -69,7 +69,8 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path, lo
                         f"`python sweep.py report_only=true dir={sweep_dir}`.")
     cmd = train_command(settings, overrides, sweep_dir)
     plan = {"experiments": list(settings.experiments), "seeds": list(settings.seeds), "folds": settings.get("folds"),
-            "overrides": overrides, "command": shlex.join(cmd), "started_at": _now_iso()}
+            "jobs": settings.get("jobs", "auto"), "overrides": overrides, "command": shlex.join(cmd),
+            "started_at": _now_iso()}
     write_json(sweep_dir / PLAN_FILE, plan)
     folds = f" x {plan['folds']} folds" if plan["folds"] else ""
     print(f"[sweep] {job_count(settings)} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}{folds}"
@@ -94,8 +95,10 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     if unknown:
         raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} (conf/experiment/).")
     job_overrides = list(plan.get("overrides") or [])
+    # jobs= given now wins; otherwise the resume runs as many side by side as the sweep was started with
+    jobs_setting = settings.get("jobs", "auto") if "jobs" in given else plan.get("jobs", "auto")
     whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"],
-                                       "folds": plan.get("folds")})
+                                       "folds": plan.get("folds"), "jobs": jobs_setting})
     check_job_configs(whole, job_overrides)
     planned = inventory(sweep_dir, plan)
     jobs = max(1, min(concurrent_jobs(whole, job_overrides), sum(j.state != DONE for j in planned)))
