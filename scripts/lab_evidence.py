@@ -29,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BLOODCLS = [sys.executable, "-m", "bloodcls"]
 POOL, ADAPT_COUNTS = 40, (50, 200)  # per class in the pool; pool sizes adapted on (in total), besides all of it
+MIN_SET_IMAGES = 20  # sets' figures over fewer accepted images are not printed
 
 
 def write_csvs(lab: Path, out: Path, seed: int = 0) -> dict[str, Path]:
@@ -105,8 +106,25 @@ def far_ood_refused(ckpt: Path, size: int, n: int = 200, seed: int = 1) -> float
     return float(1 - judge_images(model, images).accepted.double().mean())
 
 
-def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune: bool) -> dict:
+def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune: bool, done: dict | None) -> dict:
+    """Every row for one run; the rows of an earlier pass (``done``) are kept, so ``--finetune`` only adds its row."""
     ckpt, here = run / "checkpoints" / "best.ckpt", out / run.name
+    r = dict(done or {})
+    if "held_out" not in r:
+        r.update(held_out_rows(ckpt, csvs, classes, here))
+    tuned = here / "finetune"
+    if finetune and not (tuned / "results.json").is_file():
+        subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
+                        f"init_from={ckpt}", f"init_classes={classes}", "logger=csv", "threads=1",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={tuned}"], cwd=REPO, check=True,
+                       capture_output=True, text=True)
+    if (tuned / "results.json").is_file():
+        done_ft = json.loads((tuned / "results.json").read_text())
+        r["finetune"] = {"acc": done_ft["test"]["acc"], "init_from": (done_ft.get("init_from") or {}).get("test")}
+    return r
+
+
+def held_out_rows(ckpt: Path, csvs: dict[str, Path], classes: Path, here: Path) -> dict:
     from bloodcls.inference.checkpoint import load_trained
     size = load_trained(ckpt).img_size
     models: dict[str, Path] = {"as_is": ckpt}
@@ -122,15 +140,6 @@ def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune
                                                          models["adapted_all_calibrated"])
     r["held_out"] = {name: {**evaluate(path, csvs["heldout"], classes, here / name),
                             "far_ood_refused": far_ood_refused(path, size)} for name, path in models.items()}
-    tuned = here / "finetune"
-    if finetune and not (tuned / "results.json").is_file():
-        subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
-                        f"init_from={ckpt}", f"init_classes={classes}", "logger=csv", "threads=1",
-                        "trainer.enable_progress_bar=false", f"hydra.run.dir={tuned}"], cwd=REPO, check=True,
-                       capture_output=True, text=True)
-    if (tuned / "results.json").is_file():
-        done = json.loads((tuned / "results.json").read_text())
-        r["finetune"] = {"acc": done["test"]["acc"], "init_from": (done.get("init_from") or {}).get("test")}
     return r
 
 
@@ -158,10 +167,15 @@ def table(summary: dict) -> str:
         if not rows:
             continue
         sets = [r["sets"] for r in rows]
+        few = [s.get("images") or 0 for s in sets]
+        if any(s.get("coverage") is not None for s in sets) and min(few) < MIN_SET_IMAGES:  # coverage over a handful of accepted images says nothing
+            set_cells = f"– (the gate accepts {min(few)}–{max(few)} images) | – | –"
+        else:
+            set_cells = (f"{_ms([s['coverage'] for s in sets])} | {_ms([s['mean_size'] for s in sets], 1, 2)} | "
+                         f"{_ms([s['worst_class_coverage'] for s in sets])}")
         lines.append(f"| {label} | {_ms([r['accuracy'] for r in rows])} | {_ms([r['ece'] for r in rows])} | "
                      f"{_ms([r['gate_refuses'] for r in rows])} | {_ms([r['far_ood_refused'] for r in rows])} | "
-                     f"{_ms([s['coverage'] for s in sets])} | {_ms([s['mean_size'] for s in sets], 1, 2)} | "
-                     f"{_ms([s['worst_class_coverage'] for s in sets])} |")
+                     f"{set_cells} |")
     tuned = [r["finetune"]["acc"] for r in runs if "finetune" in r]
     if tuned:
         lines.append(f"| fine-tuned on 50 per class (its own 400-image test) | {_ms(tuned)} | | | | | | |")
@@ -183,7 +197,7 @@ def main() -> None:
     summary_path = args.out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for run in args.runs or []:
-        summary[run.name] = one_run(run, csvs, args.lab / "classes.yaml", args.out, args.finetune)
+        summary[run.name] = one_run(run, csvs, args.lab / "classes.yaml", args.out, args.finetune, summary.get(run.name))
         summary_path.write_text(json.dumps(summary, indent=1, default=str))
         print(run.name, "done", flush=True)
     print(table(summary))
