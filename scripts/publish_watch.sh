@@ -12,15 +12,19 @@ cd "$(dirname "$0")/.."
 BLOODCLS=${BLOODCLS:-.venv/bin/bloodcls}
 INTERVAL=${INTERVAL:-300}
 while true; do
+  footings=()
   for pair in "$@"; do
     "$BLOODCLS" publish "${pair%%:*}" "${pair##*:}" > /dev/null 2>&1 || true
+    [ -d "${pair##*:}" ] && footings+=("${pair##*:}")  # a footing exists once its first run is published
   done
-  if [ -n "$(git status --porcelain -- results)" ]; then
+  [ ${#footings[@]} -eq 0 ] && { sleep "$INTERVAL"; continue; }
+  # only the footings this watcher publishes to: other files under results/ are someone else's to commit
+  if [ -n "$(git status --porcelain -- "${footings[@]}")" ]; then
     "$BLOODCLS" tables
-    new=$(git status --porcelain -- results | grep -o '[^/]*_s[0-9]*\.json' | sed 's/\.json//' | sort | tr '\n' ' ')
-    git add results
+    new=$(git status --porcelain -- "${footings[@]}" | grep -o '[^/]*_s[0-9]*\.json' | sed 's/\.json//' | sort | tr '\n' ' ')
+    git add -- "${footings[@]}"
     pages=$(git status --porcelain -- README.md docs | awk '{print $2}' | xargs -r grep -l "<!-- table:")
-    git commit -q -m "Published: ${new}(bloodcls publish + bloodcls tables, by scripts/publish_watch.sh)" -- results $pages \
+    git commit -q -m "Published: ${new}(bloodcls publish + bloodcls tables, by scripts/publish_watch.sh)" -- "${footings[@]}" $pages \
       && echo "$(date -u +%FT%TZ) committed ${new}"
   fi
   sleep "$INTERVAL"

@@ -12,7 +12,13 @@ from bloodcls.data.files import CLASS_NAMES
 from bloodcls.data.labelled import fingerprints, load_labelled
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import load_trained
-from bloodcls.inference.recalibration import IN_SAMPLE, MIN_IMAGES, check_enough, split_holdout
+from bloodcls.inference.recalibration import (
+    IN_SAMPLE,
+    MIN_IMAGES,
+    check_enough,
+    gate_opened_warning,
+    split_holdout,
+)
 from tests.synthetic import write_synthetic_folder
 
 LAB = ("basophil", "eosinophil", "erythroblast", "immature_granulocytes")
@@ -30,6 +36,7 @@ def test_calibrate_writes_a_checkpoint_with_the_lab_s_state(trained_checkpoint, 
     old, new = load_trained(trained_checkpoint), load_trained(out)  # weights-only, as predict loads it
     assert report["images"] == report["fitted_on"] == report["scored_on"] == 32 and report["holdout"] is None
     assert report["in_sample"] is True and report["note"] == IN_SAMPLE  # said in the JSON too
+    assert report["warnings"] == [w for w in [gate_opened_warning(report)] if w]
     assert report["before"]["temperature"] == old.trust.temperature
     assert report["after"]["sets"]["target_coverage"] == 0.8 and report["after"]["sets_tta"]["target_coverage"] == 0.8
     assert new.trust.conformal.coverage == 0.8 and new.trust.conformal.n_calibration == 32
@@ -112,6 +119,19 @@ def test_too_few_images_are_refused_with_the_number_needed():
         check_enough(12, 0.9, "lab")
     with pytest.raises(UserError, match=r"at least 99 \(99 for prediction sets at 99% coverage"):
         check_enough(50, 0.99, "lab")
+
+
+def _gate(before: float, after: float) -> dict:
+    return {"before": {"gate": {"far_ood_turned_away": before}}, "after": {"gate": {"far_ood_turned_away": after}}}
+
+
+def test_a_gate_opened_to_non_cells_is_warned_about_with_the_remedy():
+    # the second lab's seed 0, calibrated without adaptation: 100 % of non-cells turned away before, 86.4 % after
+    warning = gate_opened_warning(_gate(1.0, 0.864))
+    assert "turns away only 86.4 % of non-cell images" in warning and "100.0 % before" in warning
+    assert "bloodcls adapt" in warning
+    assert gate_opened_warning(_gate(1.0, 0.985)) is None  # adapted first: the gate holds
+    assert gate_opened_warning(_gate(0.80, 0.85)) is None  # it was never stricter: calibrating did not open it
 
 
 def test_the_holdout_split_is_stratified_and_seeded():

@@ -78,5 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"scored {where}:")
     print(_line("before", r["before"]))
     print(_line("after ", r["after"]))
+    for warning in r["warnings"]:
+        print(f"warning: {warning}")
     print(f"written: {args.out}")
     return 0
