@@ -4,6 +4,7 @@
 labels on 50, 200 and all of the lab's unlabelled pool, adapted then re-calibrated, and fine-tuned.
 
     python scripts/lab_evidence.py --runs <run> [<run> ...] --lab outputs/lab --out outputs/lab_eval [--finetune]
+        [--method lac|aps|raps]   # the set score calibrate fits (default: the tool's default)
     python scripts/lab_evidence.py --table outputs/lab_eval/summary.json      # the page's tables again
 
 Per class of ``<lab>/second_lab`` (100 images each) it draws, with a fixed seed, 40 images for the *pool* (what a
@@ -106,12 +107,13 @@ def far_ood_refused(ckpt: Path, size: int, n: int = 200, seed: int = 1) -> float
     return float(1 - judge_images(model, images).accepted.double().mean())
 
 
-def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune: bool, done: dict | None) -> dict:
+def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune: bool, done: dict | None,
+            method: str | None = None) -> dict:
     """Every row for one run; the rows of an earlier pass (``done``) are kept, so ``--finetune`` only adds its row."""
     ckpt, here = run / "checkpoints" / "best.ckpt", out / run.name
     r = dict(done or {})
     if "held_out" not in r:
-        r.update(held_out_rows(ckpt, csvs, classes, here))
+        r.update(held_out_rows(ckpt, csvs, classes, here, ("--method", method) if method else ()))
     tuned = here / "finetune"
     if finetune and not (tuned / "results.json").is_file():
         subprocess.run([sys.executable, "train.py", "data=folder", f"data.path={csvs['finetune']}",
@@ -124,20 +126,20 @@ def one_run(run: Path, csvs: dict[str, Path], classes: Path, out: Path, finetune
     return r
 
 
-def held_out_rows(ckpt: Path, csvs: dict[str, Path], classes: Path, here: Path) -> dict:
+def held_out_rows(ckpt: Path, csvs: dict[str, Path], classes: Path, here: Path, method: tuple[str, ...] = ()) -> dict:
     from bloodcls.inference.checkpoint import load_trained
     size = load_trained(ckpt).img_size
     models: dict[str, Path] = {"as_is": ckpt}
     r: dict = {"calibrate": {}, "adapt": {}}
     for name, extra in (("calibrated", ()), ("calibrated_per_class", ("--per-class",))):
         models[name] = here / f"{name}.ckpt"
-        r["calibrate"][name] = calibrate(ckpt, csvs["calibrate"], classes, models[name], *extra)
+        r["calibrate"][name] = calibrate(ckpt, csvs["calibrate"], classes, models[name], *extra, *method)
     for n in (*ADAPT_COUNTS, "all"):
         models[f"adapted_{n}"] = here / f"adapted_{n}.ckpt"
         r["adapt"][f"adapted_{n}"] = adapt(ckpt, csvs[f"pool_{n}"], models[f"adapted_{n}"])
     models["adapted_all_calibrated"] = here / "adapted_all_calibrated.ckpt"
     r["calibrate"]["adapted_all_calibrated"] = calibrate(models["adapted_all"], csvs["calibrate"], classes,
-                                                         models["adapted_all_calibrated"])
+                                                         models["adapted_all_calibrated"], *method)
     r["held_out"] = {name: {**evaluate(path, csvs["heldout"], classes, here / name),
                             "far_ood_refused": far_ood_refused(path, size)} for name, path in models.items()}
     return r
@@ -188,6 +190,7 @@ def main() -> None:
     ap.add_argument("--lab", type=Path, default=REPO / "outputs" / "lab")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "lab_eval")
     ap.add_argument("--finetune", action="store_true")
+    ap.add_argument("--method", choices=("lac", "aps", "raps"), help="the set score calibrate fits (default: its own)")
     ap.add_argument("--table", type=Path, help="print the tables of a summary.json and stop")
     args = ap.parse_args()
     if args.table:
@@ -197,7 +200,8 @@ def main() -> None:
     summary_path = args.out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for run in args.runs or []:
-        summary[run.name] = one_run(run, csvs, args.lab / "classes.yaml", args.out, args.finetune, summary.get(run.name))
+        summary[run.name] = one_run(run, csvs, args.lab / "classes.yaml", args.out, args.finetune, summary.get(run.name),
+                                    args.method)
         summary_path.write_text(json.dumps(summary, indent=1, default=str))
         print(run.name, "done", flush=True)
     print(table(summary))

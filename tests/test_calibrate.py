@@ -40,7 +40,8 @@ def test_calibrate_writes_a_checkpoint_with_the_lab_s_state(trained_checkpoint, 
     assert report["before"]["temperature"] == old.trust.temperature
     assert report["after"]["sets"]["target_coverage"] == 0.8 and report["after"]["sets_tta"]["target_coverage"] == 0.8
     assert new.trust.conformal.coverage == 0.8 and new.trust.conformal.n_calibration == 32
-    assert new.trust.conformal_tta.n_calibration == 32 and new.trust.conformal.randomized
+    assert new.trust.conformal_tta.n_calibration == 32  # the default score, chosen on evidence: LAC, never randomised
+    assert new.trust.conformal.method == "lac" and not new.trust.conformal.randomized
     assert new.trust.calibrated_on["images"] == 32 and new.trust.calibrated_on["data"] == str(lab)
     assert len(new.trust.calibrated_on["fingerprints"]) == 32
     assert new.trust.temperature == pytest.approx(report["after"]["temperature"])

@@ -25,13 +25,13 @@ PROBA = torch.tensor([[0.1, 0.4, 0.5], [0.3, 0.3, 0.4]], dtype=torch.float64)  #
 def test_lac_aps_and_raps_scores_equal_hand_computed_values():
     assert class_scores(PROBA[:1], "lac").tolist()[0] == pytest.approx([0.9, 0.6, 0.5])  # 1 - p
     # row 0 sorted: 0.5 (class 2), 0.4 (class 1), 0.1 (class 0): cumulative 0.5, 0.9, 1.0
-    assert class_scores(PROBA[:1]).tolist()[0] == pytest.approx([1.0, 0.9, 0.5])
+    assert class_scores(PROBA[:1], "aps").tolist()[0] == pytest.approx([1.0, 0.9, 0.5])
     # RAPS, penalty 0.1 from rank 2 on (kreg 1): ranks 3, 2, 1 pay 0.2, 0.1, 0
     raps = class_scores(PROBA[:1], "raps", penalty=0.1, kreg=1)
     assert raps.tolist()[0] == pytest.approx([1.2, 1.0, 0.5])
     # randomized: cumulative minus U * p, one U per image and rank (TorchCP's order): ranks 1, 2, 3 draw 0.5, 0.25, 1
     u = torch.tensor([[0.5, 0.25, 1.0]], dtype=torch.float64)
-    rand = class_scores(PROBA[:1], randomized=True, uniforms=u)
+    rand = class_scores(PROBA[:1], "aps", randomized=True, uniforms=u)
     assert rand.tolist()[0] == pytest.approx([1.0 - 1.0 * 0.1, 0.9 - 0.25 * 0.4, 0.5 - 0.5 * 0.5])
 
 
@@ -182,7 +182,7 @@ def test_training_fits_sets_and_predict_shows_them(reference_run, synthetic_root
     ckpt = run / "checkpoints" / "best.ckpt"
     model = load_trained(ckpt)
     assert model.trust.conformal.n_calibration == model.trust.conformal_tta.n_calibration == 48  # the validation split
-    assert sets["score"] == "randomized APS" and sets["target_coverage"] == 0.9 and not sets["class_conditional"]
+    assert sets["score"] == "LAC" and sets["target_coverage"] == 0.9 and not sets["class_conditional"]
     images, labels = load_npz(synthetic_root / "bloodmnist.npz")["test"]
     for i, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"cell{i:03d}.png")
@@ -190,7 +190,7 @@ def test_training_fits_sets_and_predict_shows_them(reference_run, synthetic_root
     assert predict_main([str(ckpt), str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = {r["path"].rsplit("/", 1)[1]: r for r in out["results"]}
-    assert out["set_coverage"] == 0.9 and out["set_score"] == "randomized APS"
+    assert out["set_coverage"] == 0.9 and out["set_score"] == "LAC"
     assert rows["white.png"]["verdict"] == "not_a_cell" and "prediction_set" not in rows["white.png"]
     cells = [rows[f"cell{i:03d}.png"] for i in range(len(images))]
     accepted = [(r, model.class_names[y]) for r, y in zip(cells, labels.reshape(-1), strict=True) if r["in_distribution"]]

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, help="share of the images kept apart (stratified by class, seeded) to "
                    "score the re-calibration on, e.g. 0.5; without it the figures printed are in-sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the --holdout split (default 0)")
-    p.add_argument("--method", choices=("lac", "aps", "raps"), default="aps", help="the set score (default aps, "
-                   "randomised per image; lac: TorchCP's LAC/THR)")
+    p.add_argument("--method", choices=("lac", "aps", "raps"), help="the set score (default: the one chosen on "
+                   "evidence, lac, TorchCP's LAC/THR: docs/results/prediction-sets.md; aps and raps are randomised "
+                   "per image)")
     p.add_argument("--classes", help="YAML map of folder class -> model class (e.g. `ig: immature_granulocytes`)")
     p.add_argument("--json", action="store_true", help="print the before/after report as JSON")
     return p
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bloodcls.inference.recalibration import check_holdout
     from bloodcls.uncertainty.conformal import SetOptions
 
-    sets = SetOptions(coverage=args.coverage, method=args.method, per_class=args.per_class)  # before the slow part
+    method = {"method": args.method} if args.method else {}  # None: SetOptions' default, the one home of it
+    sets = SetOptions(coverage=args.coverage, per_class=args.per_class, **method)  # before the slow part
     check_holdout(args.holdout)
     from bloodcls.data.class_names import load_class_map
     from bloodcls.data.labelled import load_labelled

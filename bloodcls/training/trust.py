@@ -38,14 +38,14 @@ def write_trust(checkpoint: Path, state: TrustState) -> None:
 class FitTrust(Callback):
     """``max_train_images``: a seeded sample of the training split, stratified by class, for the gate's class means
     and covariance (64-128 features need far fewer than 12k images; a full pass at 128 px costs minutes on a
-    CPU); null uses all. ``far_ood_n``: images per far-OOD set scored in the report. ``coverage`` and
-    ``per_class``: the prediction sets (one threshold per class with ``per_class``: every class needs enough
-    validation images, checked before training)."""
+    CPU); null uses all. ``far_ood_n``: images per far-OOD set scored in the report. ``coverage``, ``method`` and
+    ``per_class``: the prediction sets (``method`` None: the default score chosen on evidence; one threshold per
+    class with ``per_class``: every class needs enough validation images, checked before training)."""
 
     def __init__(self, max_train_images: int | None = 4000, far_ood_n: int = 200, seed: int = 0,
-                 coverage: float = DEFAULT_COVERAGE, per_class: bool = False) -> None:
+                 coverage: float = DEFAULT_COVERAGE, per_class: bool = False, method: str | None = None) -> None:
         self.max_train_images, self.far_ood_n, self.seed = max_train_images, far_ood_n, seed
-        self.sets = SetOptions(coverage=coverage, per_class=per_class)
+        self.sets = SetOptions(coverage=coverage, per_class=per_class, **({"method": method} if method else {}))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse splits the fit after the test could not use (a class without training images; for per-class
