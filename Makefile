@@ -51,11 +51,13 @@ demo: venv
 # TEST_HOME=<empty folder>: the suite runs as on a machine that has never seen the data (.ci/run does this);
 # only pytest sees it, so pip and the venv keep the real home.
 TEST_HOME ?=
+# The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process).
+TEST_WORKERS ?= auto
 chromium:
 	@scripts/install_chromium.sh
 
 test: venv chromium
-	$(if $(TEST_HOME),HOME=$(TEST_HOME) )$(BIN)/python -m pytest -q $(ARGS)
+	$(if $(TEST_HOME),HOME=$(TEST_HOME) )$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 # The edit loop: every test but the end-to-end runs (marked slow) and the real-data ones.
 test-fast: venv

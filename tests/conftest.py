@@ -33,6 +33,10 @@ needs_shared_data = pytest.mark.skipif(bool(shared_data_missing()),
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+# Under pytest-xdist (make test runs one worker per core) every worker and the runs it starts train on one thread
+# (threads=auto follows OMP_NUM_THREADS): two-thread runs in two workers would fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +67,8 @@ SWEEP_TRACKERS = ("[csv,tensorboard,mlflow]" if all(importlib.util.find_spec(m) 
 @pytest.fixture(scope="session")
 def tiny_sweep(synthetic_root, tmp_path_factory):
     """(process, sweep folder) of one real two-experiment, two-seed sweep, shared by the report tests and the
-    tracker tests so that the suite pays for one sweep; tests may add to its report but not change its runs."""
+    tracker tests so that the suite pays for one sweep (their modules share the xdist group ``tiny_sweep``, so one
+    worker runs it); tests may add to its report but not change its runs."""
     from tests.helpers import run_cli
 
     out = tmp_path_factory.mktemp("sweeps")

@@ -17,6 +17,8 @@ from bloodcls.sweeps.settings import parse_args
 from tests.conftest import FAST
 from tests.helpers import no_data, run_cli
 
+pytestmark = pytest.mark.xdist_group("tiny_sweep")  # one worker pays for the shared sweep
+
 
 def _assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,8 @@ from bloodcls.training.loggers import local_mlflow_store, logger_names
 from tests.conftest import FAST
 from tests.helpers import REPO, compose_train
 
+pytestmark = pytest.mark.xdist_group("tiny_sweep")  # one worker pays for the shared sweep
+
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 
