@@ -1,7 +1,7 @@
 """``bloodcls calibrate``: re-calibrate a trained model to a lab's labelled images, without retraining.
 
     bloodcls calibrate <checkpoint> <folder or csv> --out <new.ckpt> [--coverage 0.9] [--per-class]
-                       [--holdout 0.5 [--seed 0]] [--method aps] [--classes <map.yaml>] [--json]
+                       [--holdout 0.5 [--seed 0]] [--method lac|aps|raps] [--classes <map.yaml>] [--json]
 
 Refits, on the given images of the classes the model knows, the temperature, the review thresholds, the not-a-cell
 gate's threshold and the conformal prediction sets (single view and TTA; one threshold per class with
