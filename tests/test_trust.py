@@ -228,3 +228,17 @@ def test_tta_with_a_state_fitted_before_tta_thresholds_is_refused(trained_checkp
     assert exit_info.value.code == 2 and "--tta" in err and "--refit" in err and "Traceback" not in err
     assert predict_main([str(old), str(tmp_path / "cell.png"), "--json"]) == 0  # single view: as before
     assert json.loads(capsys.readouterr().out)["results"][0]["abstain"] is not None
+
+
+def test_the_training_time_set_score_is_the_default_or_the_configured_one():
+    """callbacks.trust.method: null keeps the score chosen on evidence (LAC); aps gives randomised APS."""
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_train
+
+    default = instantiate(compose_train([]).callbacks.trust)
+    assert default.sets.method == "lac" and default.sets.coverage == 0.9 and not default.sets.per_class
+    aps = instantiate(compose_train(["callbacks.trust.method=aps", "callbacks.trust.per_class=true"]).callbacks.trust)
+    assert aps.sets.method == "aps" and aps.sets.randomized and aps.sets.per_class
+    with pytest.raises(Exception, match="Unknown prediction-set score 'thr'"):
+        instantiate(compose_train(["callbacks.trust.method=thr"]).callbacks.trust)
