@@ -45,6 +45,13 @@ MODEL_HELP = ("the model: a run folder, a .ckpt from one (checkpoints/best.ckpt)
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader closed the pipe (e.g. `| head`)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1 (before any model or image is read)."""
+    if batch_size < 1:
+        from bloodcls.errors import UserError
+        raise UserError(f"--batch-size {batch_size}: give a whole number >= 1 (e.g. 256).")
+
+
 def summary(doc: str) -> str:
     """A command module's description for its ``--help``: the first paragraph of its docstring, less the leading
     name of the command."""

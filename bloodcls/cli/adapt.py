@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bloodcls.cli import MODEL_HELP, summary
-from bloodcls.errors import UserError, report_user_errors
+from bloodcls.cli import MODEL_HELP, check_batch_size, summary
+from bloodcls.errors import report_user_errors
 from bloodcls.inference.images import add_max_pixels_option
 
 
@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: give a whole number >= 1 (e.g. 256).")
+    check_batch_size(args.batch_size)
     from bloodcls.data.folder import listing
     from bloodcls.data.unlabelled import load_unlabelled
     from bloodcls.inference.adaptation import adapt_model, check_output, write_adapted

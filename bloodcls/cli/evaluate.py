@@ -15,8 +15,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bloodcls.cli import MODEL_HELP, summary
-from bloodcls.errors import UserError, report_user_errors
+from bloodcls.cli import MODEL_HELP, check_batch_size, summary
+from bloodcls.errors import report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: give a whole number >= 1 (e.g. 256).")
+    check_batch_size(args.batch_size)
     from bloodcls.analysis.evaluate_report import format_text, run_evaluation
 
     evaluation, _ = run_evaluation(args.checkpoint, args.data, class_map=args.classes, batch_size=args.batch_size,

@@ -192,3 +192,16 @@ def network_state(contents: dict[str, Any]) -> dict[str, torch.Tensor]:
 def write_checkpoint(path: str | Path, contents: dict[str, Any]) -> None:
     """``torch.save`` atomically: a killed job leaves the old checkpoint, never half a new one."""
     atomic_write(Path(path), lambda tmp: torch.save(contents, tmp))
+
+
+def check_new_checkpoint(source: str | Path, out: str | Path, made: str) -> tuple[Path, Path]:
+    """(source, out) as paths, refusing an ``out`` that is not a new ``.ckpt`` file: the commands that write a changed
+    copy of a model (``adapt``, ``calibrate``) keep the original. ``made`` names the copy ("adapted model")."""
+    source, out = Path(source).expanduser(), Path(out).expanduser()
+    if out.suffix != ".ckpt":
+        raise UserError(f"--out {out}: give a .ckpt path for the {made} (export it to safetensors or ONNX afterwards "
+                        "with `bloodcls export`).")
+    if out.exists() and out.resolve() == source.resolve():
+        raise UserError(f"--out {out} is the input model itself; write to a new file so the original is kept "
+                        f"beside the {made}.")
+    return source, out

@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from bloodcls.common.checkpoints import ADAPTED_KEY, NET_PREFIX, TRUST_KEY, read_checkpoint, write_checkpoint
+from bloodcls.common.checkpoints import (
+    ADAPTED_KEY,
+    NET_PREFIX,
+    TRUST_KEY,
+    check_new_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from bloodcls.common.tensors import to_float_images
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel
@@ -164,14 +171,7 @@ def _refusal(gate: dict[str, Any], n: int, source: str) -> str:
 
 def check_output(source: str | Path, out: str | Path) -> tuple[Path, Path]:
     """(source, out) as paths; a path that is not a new .ckpt file is refused (before any work is done)."""
-    source, out = Path(source).expanduser(), Path(out).expanduser()
-    if out.suffix != ".ckpt":
-        raise UserError(f"--out {out}: give a .ckpt path for the adapted model (export it to safetensors or ONNX "
-                        "afterwards with `bloodcls export`).")
-    if out.exists() and out.resolve() == source.resolve():
-        raise UserError(f"--out {out} is the model being adapted; write to a new file so the original (and its "
-                        "statistics from the training images) is kept.")
-    return source, out
+    return check_new_checkpoint(source, out, "adapted model")
 
 
 def write_adapted(source: str | Path, out: str | Path, adaptation: Adaptation) -> None:

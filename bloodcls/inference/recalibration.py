@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
+from bloodcls.common.checkpoints import check_new_checkpoint, read_checkpoint, write_checkpoint
 from bloodcls.common.sampling import stratified_sample
 from bloodcls.data.labelled import LabelledImages, fingerprints
 from bloodcls.errors import UserError
@@ -143,13 +143,7 @@ def _scores(state: TrustState, outputs: NetworkOutputs, y: torch.Tensor, far: to
 
 def write_recalibrated(source: Path, out: Path, state: TrustState) -> None:
     """A copy of ``source`` with ``state`` as its trust state (atomic; never the input file itself)."""
-    source, out = Path(source), Path(out)
-    if out.suffix != ".ckpt":
-        raise UserError(f"--out {out}: give a .ckpt path for the re-calibrated checkpoint (export it to safetensors "
-                        "or ONNX afterwards with `bloodcls export`).")
-    if out.exists() and out.resolve() == source.resolve():
-        raise UserError(f"--out {out} is the checkpoint being re-calibrated; write to a new file so the original "
-                        "(and its calibration on the training data) is kept.")
+    source, out = check_new_checkpoint(source, out, "re-calibrated checkpoint")
     contents = read_checkpoint(source)
     contents.pop("format", None)  # an exported file or a bundle comes out as a .ckpt
     contents[CHECKPOINT_KEY] = state.to_dict()
