@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from bloodcls.analysis.evaluate_report import default_output
 from bloodcls.cli.evaluate import main
@@ -168,6 +169,7 @@ def test_default_output_is_in_the_run_folder(trained_checkpoint, tmp_path):
     ("malicious checkpoint", "Refusing to load"),
     ("missing folder", "does not exist"),
     ("empty folder", "is empty (no class folders)"),
+    ("loose images", "holds image files but no class folders"),
     ("no class in common", "None of the classes of"),
     ("bad map", "is not valid YAML"),
     ("map to an unknown class", "which the model does not have"),
@@ -193,6 +195,10 @@ def test_bad_inputs_are_one_paragraph_exit_2(case, words, trained_checkpoint, la
     elif case == "empty folder":
         (tmp_path / "empty").mkdir()
         data = str(tmp_path / "empty")
+    elif case == "loose images":
+        (tmp_path / "loose").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "loose" / "cell.png")
+        data = str(tmp_path / "loose")
     elif case == "no class in common":
         data = str(write_synthetic_folder(tmp_path / "other", n_per_class=2, size=8, classes=("blast", "smudge")))
     elif case == "bad map":
@@ -210,3 +216,4 @@ def test_bad_inputs_are_one_paragraph_exit_2(case, words, trained_checkpoint, la
     assert captured.err.startswith("error: ") and words in captured.err and "Traceback" not in captured.err
     assert len(captured.err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
     assert not (tmp_path / "ran").exists()
+    assert "data.path" not in captured.err  # train's config key means nothing to a user of evaluate

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
 SHOWN = 5  # files named in a message; the rest are counted
 LAYOUT = ("Lay the images out as <folder>/<class name>/<image> (PNG, JPEG, TIFF or BMP), or list them in a CSV "
-          "with the header path,label (and optionally split: train, val or test) and pass data.path=<file>.csv.")
+          "with the header path,label (and optionally split: train, val or test) and give that .csv file instead of the folder.")
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,10 @@ def scan(path: str | Path, min_classes: int = 2) -> LabelledFiles:
     Training needs two classes at least; scoring a model on one class of images (``min_classes=1``) is fine."""
     source = Path(str(path)).expanduser()
     if not source.exists():
-        raise DataError(f"data.path={path} does not exist. Point data.path at a folder of class folders or a CSV "
-                        f"file. {LAYOUT}")
+        raise DataError(f"{path} does not exist: give a folder of class folders or a CSV file. {LAYOUT}")
     if source.is_file():
         if source.suffix.lower() != ".csv":
-            raise DataError(f"data.path={path} is a file but not a .csv. {LAYOUT}")
+            raise DataError(f"{path} is a file but not a .csv. {LAYOUT}")
         return _checked(_scan_csv(source), min_classes)
     return _checked(_scan_folder(source), min_classes)
 
@@ -99,11 +98,11 @@ def _scan_folder(folder: Path) -> LabelledFiles:
     if not names:
         found = "holds image files but no class folders" if any(Path(n).suffix.lower() in IMAGE_SUFFIXES
                                                                for n in loose) else "is empty (no class folders)"
-        raise DataError(f"data.path={folder} {found}. {LAYOUT}")
+        raise DataError(f"{folder} {found}. {LAYOUT}")
     if {c.lower() for c in names} <= {"train", "val", "valid", "validation", "test"}:
-        raise DataError(f"data.path={folder} holds split folders ({', '.join(names)}), not class folders. Point "
-                        "data.path at a folder of class folders (a split is drawn and kept in the run folder), or "
-                        "list the images in a CSV with the header path,label,split and pass data.path=<file>.csv.")
+        raise DataError(f"{folder} holds split folders ({', '.join(names)}), not class folders. Give "
+                        "a folder of class folders (training draws a split and keeps it in the run folder), or list "
+                        "the images in a CSV with the header path,label,split and give that .csv file instead.")
     skipped += [(name, "outside any class folder") for name in loose]
     entries, empty = [], []
     for cls in names:
@@ -115,7 +114,7 @@ def _scan_folder(folder: Path) -> LabelledFiles:
         if not images:
             empty.append(f"{cls}/" + (f" ({len(files)} other files)" if files else ""))
     if empty:
-        raise DataError(f"data.path={folder}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} hold"
+        raise DataError(f"{folder}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} hold"
                         f"{'' if len(empty) > 1 else 's'} no image: {listing(empty)}. Every class folder needs "
                         f"PNG, JPEG, TIFF or BMP images of that class; remove or fill the empty ones.")
     return LabelledFiles(folder, folder, entries, class_order([e.label for e in entries]), skipped)
@@ -137,31 +136,31 @@ def _scan_csv(path: Path) -> LabelledFiles:
             columns = [c.strip().lower() for c in reader.fieldnames or []]
             rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"data.path={path} cannot be read as a CSV ({type(err).__name__}: {err}). {LAYOUT}") from None
+        raise DataError(f"{path} cannot be read as a CSV ({type(err).__name__}: {err}). {LAYOUT}") from None
     if "path" not in columns or "label" not in columns:
-        raise DataError(f"data.path={path} has the columns {columns or 'none'}; it needs a header row naming path "
+        raise DataError(f"{path} has the columns {columns or 'none'}; it needs a header row naming path "
                         f"and label (and optionally split). {LAYOUT}")
     if not rows:
-        raise DataError(f"data.path={path} lists no images (a header and no rows). {LAYOUT}")
+        raise DataError(f"{path} lists no images (a header and no rows). {LAYOUT}")
     where = [f"line {i + 2}" for i, r in enumerate(rows) if not r.get("path")]
     if where:
-        raise DataError(f"data.path={path}: {len(where)} rows have an empty path ({listing(where)}). Give every "
+        raise DataError(f"{path}: {len(where)} rows have an empty path ({listing(where)}). Give every "
                         "row the image's path, relative to the CSV's folder or absolute.")
     where = [f"line {i + 2} ({r['path']})" for i, r in enumerate(rows) if not r.get("label")]
     if where:
-        raise DataError(f"data.path={path}: {len(where)} rows have an empty label: {listing(where)}. Give every "
+        raise DataError(f"{path}: {len(where)} rows have an empty label: {listing(where)}. Give every "
                         "image its class name, or leave unlabelled images out of the CSV.")
     root = path.parent
     missing = [r["path"] for r in rows if not (root / r["path"]).expanduser().is_file()]
     if missing:
-        raise DataError(f"data.path={path}: {len(missing)} of its {len(rows)} paths do not exist: "
+        raise DataError(f"{path}: {len(missing)} of its {len(rows)} paths do not exist: "
                         f"{listing(missing)}. Paths are read relative to the CSV's folder ({root}) unless absolute; "
                         "fix the paths or copy the images there.")
     splits = [r.get("split") or None for r in rows]
     if "split" in columns and any(splits):
         bad = sorted({s for s in splits if s not in SPLIT_NAMES}, key=str)
         if bad:
-            raise DataError(f"data.path={path}: the split column holds {listing([str(b) for b in bad])}; every "
+            raise DataError(f"{path}: the split column holds {listing([str(b) for b in bad])}; every "
                             "row needs train, val or test there (or leave the column out, and a stratified split "
                             "is drawn).")
     else:
@@ -172,9 +171,9 @@ def _scan_csv(path: Path) -> LabelledFiles:
 
 def _checked(files: LabelledFiles, min_classes: int = 2) -> LabelledFiles:
     if len(files.class_names) < min_classes:
-        raise DataError(f"data.path={files.source} has one class ({listing(files.class_names)}); a classifier "
+        raise DataError(f"{files.source} has one class ({listing(files.class_names)}); a classifier "
                         f"needs at least two. {LAYOUT}")
-    keyed(files.class_names, f"The classes of data.path={files.source}", FOLDER_FIX)  # as a model's are matched
+    keyed(files.class_names, f"The classes of {files.source}", FOLDER_FIX)  # as a model's are matched
     return files
 
 
@@ -217,7 +216,7 @@ def decode(files: LabelledFiles, img_size: int) -> tuple[np.ndarray, LabelledFil
     _report_skipped(read)
     gone = [c for c in read.class_names if not any(e.label == c for e in read.entries)]
     if gone:
-        raise DataError(f"data.path={files.source}: no image of the class{'es' if len(gone) > 1 else ''} "
+        raise DataError(f"{files.source}: no image of the class{'es' if len(gone) > 1 else ''} "
                         f"{listing(gone)} could be read (the warning above lists why). Replace the broken files "
                         "with readable PNG, JPEG, TIFF or BMP images.")
     return images, read
@@ -231,7 +230,7 @@ def _report_skipped(files: LabelledFiles) -> None:
         return
     _reported.add(key)
     shown = [f"{p} ({why})" for p, why in files.skipped]
-    log.warning("Skipped %d files of data.path=%s that are not readable images: %s. Training uses the other %d "
+    log.warning("Skipped %d files of %s that are not readable images: %s. Training uses the other %d "
                 "images; the run's results.json lists every skipped file.", len(shown), files.source,
                 "; ".join(shown[:SHOWN]) + (f"; and {len(shown) - SHOWN} more" if len(shown) > SHOWN else ""),
                 len(files.entries))
