@@ -194,8 +194,11 @@ def test_an_unreadable_folder_is_refused_naming_the_files(trained_checkpoint, tm
     (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (folder / "b.jpg").write_bytes(b"")
     (folder / "c.tif").write_text("not an image")
+    (folder / "notes.txt").write_text("stain batch 7")
     err = one_paragraph_exit_2(capsys, [str(trained_checkpoint), str(folder), "--out", str(tmp_path / "x.ckpt")])
-    assert "none of its 3 image files could be read: a.png (" in err and "b.jpg (the file is empty" in err
+    assert "none of its 3 image files could be read (and 1 other files, not images): a.png (" in err
+    assert "b.jpg (the file is empty" in err and "notes.txt" not in err  # the count names only image files
+    (folder / "notes.txt").unlink()
     for name in ("a.png", "b.jpg", "c.tif"):
         (folder / name).unlink()
     (folder / "notes.txt").write_text("no images here")

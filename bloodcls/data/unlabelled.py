@@ -84,6 +84,7 @@ def load_unlabelled(path: str | Path, img_size: int, max_pixels: int = MAX_PIXEL
     Nothing readable at all is a DataError naming the first few files and why."""
     root, source, paths, skipped = list_files(path)
     images, read, lines = [], [], []
+    not_images = len(skipped)  # skipped when listed: not image files at all
     for rel in paths:
         file = (root / rel).expanduser()
         try:
@@ -94,8 +95,9 @@ def load_unlabelled(path: str | Path, img_size: int, max_pixels: int = MAX_PIXEL
         read.append(rel)
         lines.append(f"{rel}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n")
     if not read:
-        bad = [f"{p} ({why})" for p, why in skipped]
-        raise DataError(f"{source}: none of its {len(paths)} image files could be read: {listing(bad)}. Replace "
+        bad = [f"{p} ({why})" for p, why in skipped[not_images:]]
+        others = f" (and {not_images} other files, not images)" if not_images else ""
+        raise DataError(f"{source}: none of its {len(paths)} image files could be read{others}: {listing(bad)}. Replace "
                         "them with readable PNG, JPEG, TIFF or BMP images of the lab's blood cells.")
     digest = hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()  # the same files give it in any order
     return UnlabelledImages(np.stack(images), read, root, source, digest, skipped)
