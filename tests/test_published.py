@@ -122,6 +122,26 @@ def test_a_sweep_folder_publishes_its_completed_runs_and_skips_the_rest(referenc
     assert [o for _, o in out] == ["written", "skipped: running"]
 
 
+def test_a_run_that_has_started_reads_training_until_it_is_published(reference_run, tmp_path):
+    """training.json names the sweep's started runs; the tables say "training" for them, and once the run is
+    published (or the sweep has nothing running) the note goes."""
+    runs, footing = tmp_path / "sweep" / "runs", tmp_path / "results" / "f"
+    experiment = json.loads((reference_run[0] / "results.json").read_text())["experiment"]
+    copy_run(reference_run[0], runs / "0_a", seed=0)
+    started = copy_run(reference_run[0], runs / "1_b", seed=1, status="running")
+    (started / "status.json").write_text(json.dumps({"status": "running", "experiment": experiment}))
+    publish_many(tmp_path / "sweep", footing)
+    assert json.loads((footing / "training.json").read_text()) == {"sweep": [{"experiment": experiment, "seed": 1}]}
+    loaded = load_footing(footing)
+    assert loaded.training == {experiment: [1]}
+    assert "| 1 | training |" in "\n".join(render("seeds", "f", {"f": loaded}, tmp_path / "p.md", tmp_path))
+    (started / "status.json").unlink()
+    copy_run(reference_run[0], runs / "2_b", seed=1)  # the run finished (here: a completed copy of it)
+    shutil.rmtree(started)
+    publish_many(tmp_path / "sweep", footing)
+    assert not (footing / "training.json").exists() and load_footing(footing).training == {}
+
+
 @pytest.mark.parametrize(("mean", "std", "study_acc", "expected"), [
     (96.78, 0.10, 96.78, REACHES),  # equal to the study's figure
     (96.7849, 0.0, 96.78, REACHES),  # printed as 96.78
@@ -142,6 +162,8 @@ def test_a_row_still_running_says_which_seeds_are_in():
     assert seeds_cell([R(0), R(2)], [0, 1, 2]) == "0, 2 in; 1 pending"
     assert seeds_cell([], [0, 1, 2]) == "pending: 0, 1, 2"
     assert seeds_cell([R(0), R(1), R(2)], [0, 1, 2]) == "0, 1, 2"
+    assert seeds_cell([], [0, 1, 2], [0]) == "0 training; 1, 2 pending"
+    assert seeds_cell([R(0)], [0, 1, 2], [1, 2]) == "0 in; 1, 2 training"
 
 
 def test_the_repositorys_tables_are_what_the_records_give():

@@ -6,6 +6,7 @@ A *footing* is what a table's runs share: the recipe, the training precision and
     results/<footing>/footing.json           recipe, precision, device; planned experiments and seeds; sweep command
     results/<footing>/test-labels.json       the test split's labels, once (records keep only their hash and size)
     results/<footing>/<experiment>_s<seed>.json   one record per run (bloodcls.common.records.PublishedRecord)
+    results/<footing>/training.json          per sweep, the runs started and not finished when it was last published
 
 ``bloodcls publish <run> results/<footing>`` writes a record as each run finishes, so a rebuilt machine loses only
 the runs still training; the tables are regenerated from these records (:mod:`bloodcls.analysis.published_tables`).
@@ -17,7 +18,7 @@ import hashlib
 import json
 import platform
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from bloodcls.runs.environment import processor_name
 RESULTS_DIR = "results"  # at the repository's top level
 FOOTING_FILE = "footing.json"
 LABELS_FILE = "test-labels.json"
+TRAINING_FILE = "training.json"
+STARTED = ("running", "interrupted")  # a run's outcome while it has started and not finished (nor failed)
 IDENTITY = ("recipe", "precision", "device")  # what every record of one footing shares
 PRECISION_NAMES = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "bf16-true": "bf16 (true)",
                    "16-mixed": "fp16", "16-true": "fp16 (true)", "64-true": "fp64"}
@@ -75,6 +78,7 @@ class Footing:
     folder: Path
     spec: dict[str, Any]
     records: list[PublishedRecord]
+    training: dict[str, list[int]] = field(default_factory=dict)  # experiment -> seeds started, not yet published
 
     @property
     def name(self) -> str:
@@ -119,7 +123,15 @@ def load_footing(folder: str | Path) -> Footing:
         if doc is None:
             raise _bad_json(path)
         records.append(PublishedRecord.from_dict(doc))
-    return Footing(folder, spec, sorted(records, key=lambda r: (r.experiment, r.seed)))
+    published = {(r.experiment, r.seed) for r in records}
+    training: dict[str, list[int]] = {}
+    for runs in (read_json(folder / TRAINING_FILE) or {}).values():
+        for run in runs if isinstance(runs, list) else []:
+            key = (str(run.get("experiment")), int(run.get("seed", -1)))
+            if key not in published and key[1] not in training.get(key[0], []):
+                training.setdefault(key[0], []).append(key[1])
+    return Footing(folder, spec, sorted(records, key=lambda r: (r.experiment, r.seed)),
+                   {exp: sorted(seeds) for exp, seeds in training.items()})
 
 
 def load_footings(results: str | Path) -> dict[str, Footing]:
@@ -256,8 +268,29 @@ def publish_many(target: str | Path, footing: str | Path, force: bool = False) -
     runs_dir = target / RUNS_DIR if (target / RUNS_DIR).is_dir() else target
     if (target / RESULTS_FILE).exists() or (target / STATUS_FILE).exists() or not job_folders(runs_dir):
         return [publish(target, footing, force)]
-    out = []
+    out, started = [], []
     for job in job_folders(runs_dir):
         run = FinishedRun.open(job)
         out.append(publish(job, footing, force) if run.ok else (job, f"skipped: {run.outcome}"))
+        if run.outcome in STARTED and run.experiment is not None and run.seed is not None:
+            started.append({"experiment": run.experiment, "seed": int(run.seed)})
+    note_training(Path(footing), target.resolve().name, started)
     return out
+
+
+def note_training(footing: Path, sweep: str, started: list[dict[str, Any]]) -> None:
+    """Keep in the footing's training.json which of ``sweep``'s runs have started and not finished, so the tables
+    say "training" rather than "pending" for them (a footing without a published run yet is left alone). The file
+    changes only when a run starts or finishes, not with every epoch."""
+    if not (footing / FOOTING_FILE).is_file():
+        return
+    doc = read_json(footing / TRAINING_FILE) or {}
+    if started:
+        doc[sweep] = started
+    else:
+        doc.pop(sweep, None)
+    if doc:
+        if doc != read_json(footing / TRAINING_FILE):
+            write_doc(footing / TRAINING_FILE, doc)
+    elif (footing / TRAINING_FILE).exists():
+        (footing / TRAINING_FILE).unlink()

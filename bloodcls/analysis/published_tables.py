@@ -44,15 +44,20 @@ def accuracies(records: list[PublishedRecord]) -> list[float]:
     return [r.acc for r in records if r.acc is not None]
 
 
-def seeds_cell(records: list[PublishedRecord], planned: list[int]) -> str:
-    """"0, 1, 2" once every planned seed is in; else which are in and which are pending (training or queued: a
-    record exists only once its run has finished)."""
+def seeds_cell(records: list[PublishedRecord], planned: list[int], training: list[int] | None = None) -> str:
+    """"0, 1, 2" once every planned seed is in; else which are in, which are training (started, not finished:
+    training.json) and which are pending (queued)."""
     have = [r.seed for r in records]
     missing = [s for s in planned if s not in have]
     if not missing:
         return ", ".join(map(str, have))
-    pending = ", ".join(map(str, missing))
-    return f"{', '.join(map(str, have))} in; {pending} pending" if have else f"pending: {pending}"
+    running = [s for s in missing if s in (training or [])]
+    queued = [s for s in missing if s not in running]
+    parts = ([f"{', '.join(map(str, have))} in"] if have else []) + \
+        ([f"{', '.join(map(str, running))} training"] if running else [])
+    if not parts:
+        return f"pending: {', '.join(map(str, queued))}"
+    return "; ".join(parts + ([f"{', '.join(map(str, queued))} pending"] if queued else []))
 
 
 def acc_cell(records: list[PublishedRecord], bold: bool = False) -> str:
@@ -93,17 +98,20 @@ def study_table(footing: Footing, md_path: Path, root: Path) -> list[str]:
             complete.append(std)
         per_seed = " / ".join(f"{a:.2f}" for a in accs) or "–"
         rows.append([exp, str(study.COUNTS[exp]["img_size"]), acc_cell(records, bold=True), per_seed,
-                     seeds_cell(records, footing.seeds), device_cell(footing, records), number(ref),
+                     seeds_cell(records, footing.seeds, footing.training.get(exp)), device_cell(footing, records),
+                     number(ref),
                      verdict(mean, std, ref) if done else "pending"])
     header = ["experiment", "input (px)", "test acc (%)", "per seed", "seeds", "device", "study", "verdict"]
     published = len(footing.records)
+    started = sum(len(footing.training.get(exp, [])) for exp in study.EXPERIMENTS)
+    training = f", {started} training" if started else ""
     planned = len(study.EXPERIMENTS) * len(footing.seeds)
     spread = (f" Rows with a sample std ≤ {STD_TARGET:.1f}: {sum(round(s, 2) <= STD_TARGET for s in complete)} "
               f"of the {len(complete)} complete." if complete else "")
     return [*md_table(header, rows), "",
             f"Footing `{footing.name}`: recipe `{footing.spec.get('recipe')}`, "
             f"{precision_label(footing.spec.get('precision'))}, {str(footing.spec.get('device')).upper()}; "
-            f"{published} of the {planned} runs published.{spread} Per seed: {link(footing, md_path, root)}.",
+            f"{published} of the {planned} runs published{training}.{spread} Per seed: {link(footing, md_path, root)}.",
             "", VERDICT_RULE]
 
 
@@ -121,7 +129,8 @@ def beyond_table(footings: dict[str, Footing], study_footing: str, md_path: Path
             rows.append([exp, number(size, 0), f"`{footing.spec.get('recipe')}`",
                          precision_label(footing.spec.get("precision")), device_cell(footing, records),
                          acc_cell(records), plus_minus(*mean_std(tta)) if tta else "–",
-                         seeds_cell(records, footing.seeds), number(ref), link(footing, md_path, root)])
+                         seeds_cell(records, footing.seeds, footing.training.get(exp)), number(ref),
+                         link(footing, md_path, root)])
     if not rows:
         return ["No run beyond the study's seven rows is published yet."]
     return md_table(["experiment", "input (px)", "recipe", "precision", "device", "test acc (%)", "TTA x8 (%)",
@@ -140,14 +149,15 @@ def _commit(record: PublishedRecord) -> str:
 
 
 def seeds_table(footing: Footing) -> list[str]:
-    """Every planned (experiment, seed) of the footing, and any other published one, with its figures."""
+    """Every planned (experiment, seed) of the footing, and any other published or training, with its figures."""
     rows = []
     for exp in footing.experiments:
         have = {r.seed: r for r in footing.of(exp)}
-        for seed in sorted(set(footing.seeds) | set(have)):
+        for seed in sorted(set(footing.seeds) | set(have) | set(footing.training.get(exp, []))):
             r = have.get(seed)
             if r is None:
-                rows.append([exp, str(seed), "pending", "–", "–", "–", "–", "–"])
+                state = "training" if seed in footing.training.get(exp, []) else "pending"
+                rows.append([exp, str(seed), state, "–", "–", "–", "–", "–"])
                 continue
             f1 = r.test.get("f1")
             finished = (r.finished or "–").replace("T", " ")[:16]
@@ -156,7 +166,8 @@ def seeds_table(footing: Footing) -> list[str]:
     return [*md_table(["experiment", "seed", "epochs trained", "best epoch (from 1)", "test acc (%)",
                        "macro F1 (×100)", "commit", "finished (UTC)"], rows), "",
             "Generated from the records in `results/" + footing.name + "/` by `bloodcls tables`; a row says "
-            "pending (training or queued) until its run is published."]
+            "training while its run has started and not finished, pending while it is queued, until its run is "
+            "published."]
 
 
 def footing_lines(footing: Footing) -> list[str]:
