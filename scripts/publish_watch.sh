@@ -6,7 +6,7 @@
 #       outputs/sweeps/running_bn_fp32_cpu:results/study-running_bn-fp32-cpu > publish_watch.log 2>&1 &
 #
 # Every INTERVAL seconds (default 300): `bloodcls publish <sweep> <footing>` for each pair, then, when a record is
-# new, `bloodcls tables` and a commit of results/ and the generated pages only (nothing else in the checkout).
+# new (or training.json says another run started), `bloodcls tables` and a commit of results/ and the generated pages only (nothing else in the checkout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BLOODCLS=${BLOODCLS:-.venv/bin/bloodcls}
@@ -22,6 +22,7 @@ while true; do
   if [ -n "$(git status --porcelain -- "${footings[@]}")" ]; then
     "$BLOODCLS" tables
     new=$(git status --porcelain -- "${footings[@]}" | grep -o '[^/]*_s[0-9]*\.json' | sed 's/\.json//' | sort | tr '\n' ' ')
+    new=${new:-"which runs are training "}  # only training.json changed: a run started
     git add -- "${footings[@]}"
     pages=$(git status --porcelain -- README.md docs | awk '{print $2}' | xargs -r grep -l "<!-- table:")
     git commit -q -m "Published: ${new}(bloodcls publish + bloodcls tables, by scripts/publish_watch.sh)" -- "${footings[@]}" $pages \
