@@ -76,6 +76,29 @@ def test_a_published_run_reads_back_as_its_own_results(reference_run, tmp_path):
     assert publish(run, footing) == (path, "unchanged")  # publishing again changes nothing
 
 
+def test_the_record_keeps_the_per_epoch_history_and_the_epochs_table_reads_it(reference_run, tmp_path):
+    """The curve outlives the run folder: the record's history is results.json's, epoch counted from 1, and the
+    epochs table sets two footings' runs side by side with each kept epoch in bold."""
+    run, results = reference_run
+    for name in ("old", "new"):
+        publish(run, tmp_path / "results" / name)
+    footings = {name: load_footing(tmp_path / "results" / name) for name in ("old", "new")}
+    (record,) = footings["new"].records
+    epochs = record.epochs()
+    assert [e["epoch"] for e in epochs] == [h["epoch"] + 1 for h in results["history"]]
+    assert [e["val_loss"] for e in epochs] == pytest.approx([h["val/loss"] for h in results["history"]], abs=1e-6)
+    assert [e["train_acc"] for e in epochs] == pytest.approx([h["train/acc"] for h in results["history"]], abs=1e-6)
+    name = f"old+new.{results['experiment']}_s{results['seed']}"
+    lines = render("epochs", name, footings, tmp_path / "page.md", tmp_path)
+    best = record.best_epoch
+    kept = row_of(lines, str(best))
+    h = results["history"][best - 1]
+    assert kept[2] == kept[5] == f"**{h['val/loss']:.4f} / {100 * h['val/acc']:.2f}**"
+    assert kept[1] == f"{h['train/loss']:.4f}" and len([ln for ln in lines if ln.startswith("| ")]) == len(epochs) + 1
+    with pytest.raises(UserError, match="needs a published record of .* seed 9"):
+        render("epochs", f"old+new.{results['experiment']}_s9", footings, tmp_path / "page.md", tmp_path)
+
+
 def test_a_run_that_has_not_completed_is_refused(reference_run, tmp_path, capsys):
     stopped = copy_run(reference_run[0], tmp_path / "stopped")
     (stopped / "results.json").unlink()  # a run stopped before its test writes no results.json
@@ -201,6 +224,7 @@ def test_published_runs_fill_the_study_table_with_mean_std_and_verdict(reference
     for published in footing.glob("*.json"):  # the real records (a 3,421-image test split): only footing.json stays
         if published.name != "footing.json":
             published.unlink()
+    (repo_copy / "docs" / "results" / "validation-statistics.md").unlink()  # its epochs table reads those records
     base = {"experiment": "skip", "img_size": 128, "recipe": "study", "compute__precision": "32-true",
             "compute__device": "cpu"}
     for seed, acc in ((0, 0.97), (1, 0.965), (2, 0.96)):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcls.common.files import atomic_write
-from bloodcls.common.records import PublishedRecord
+from bloodcls.common.records import PublishedRecord, history_of
 from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE, RunPaths, job_folders, read_json
 from bloodcls.common.sweepdir import PLAN_FILE, RUNS_DIR
 from bloodcls.errors import UserError
@@ -191,8 +191,10 @@ def record_of(run: FinishedRun) -> tuple[dict[str, Any], list[int]]:
         "test_split": {"size": len(labels), "labels_sha256": labels_sha256(labels),
                        "data_file": Path(str(res.data.get("path") or "")).name or None, "data_md5": res.data.get("md5")},
         "versions": {k: env.get(k) for k in ("python", "torch", "lightning")},
+        "history": history_of(res.raw.get("history") or []),
     }
     return doc, [int(y) for y in labels]
+
 
 
 def new_spec(run: FinishedRun, doc: dict[str, Any]) -> dict[str, Any]:

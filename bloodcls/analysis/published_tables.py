@@ -183,8 +183,41 @@ def footing_lines(footing: Footing) -> list[str]:
     return lines
 
 
+def epochs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list[str]:
+    """``epochs:<footing>+<footing>.<experiment>_s<seed>``: one run's per-epoch curve on each footing side by side
+    (the records' histories), the epoch each run kept in bold: how validation read the same training."""
+    names, _, run = name.rpartition(".")
+    experiment, _, seed = run.rpartition("_s")
+    records = []
+    for footing in names.split("+"):
+        found = [r for r in (footings[footing].of(experiment) if footing in footings else []) if str(r.seed) == seed]
+        if not found or not found[0].epochs():
+            raise UserError(f"{md_path}: the table epochs:{name} needs a published record of {experiment} seed {seed} "
+                            f"with its per-epoch history in results/{footing}/ (records keep it since this table "
+                            f"exists; republish an older run with `bloodcls publish <run> results/{footing} --force`).")
+        records.append((footing, found[0]))
+    header, rows = ["epoch"], []
+    for footing, _ in records:
+        header += [f"{footing}: train loss", "val loss / acc (%)", "lr"]
+    for epoch in range(1, max(len(r.epochs()) for _, r in records) + 1):
+        row = [str(epoch)]
+        for _, r in records:
+            e = next((e for e in r.epochs() if e.get("epoch") == epoch), None)
+            if e is None:
+                row += ["–", "stopped" if epoch > (r.epochs_trained or 0) else "–", "–"]
+                continue
+            val = f"{number(e.get('val_loss'), 4)} / {number(100 * e['val_acc'] if e.get('val_acc') is not None else None)}"
+            row += [number(e.get("train_loss"), 4), f"**{val}**" if epoch == r.best_epoch else val,
+                    f"{e['lr']:.2e}" if e.get("lr") is not None else "–"]
+        rows.append(row)
+    return [*md_table(header, rows), "", "From the records' per-epoch histories (`bloodcls tables`); in bold, the "
+            "epoch each run kept (best validation loss on its own validation)."]
+
+
 def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: Path, root: Path) -> list[str]:
-    """The lines of the table a marker names (``<kind>:<footing>``)."""
+    """The lines of the table a marker names (``<kind>:<footing>``; ``epochs:<footing>+<footing>.<run>``)."""
+    if kind == "epochs":
+        return epochs_table(footing_name, footings, md_path)
     if footing_name not in footings:
         raise UserError(f"{md_path}: the marker table:{kind}:{footing_name} names a footing that {root / 'results'} "
                         f"does not hold (there: {', '.join(sorted(footings)) or 'none'}). Fix the marker, or create "

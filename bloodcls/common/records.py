@@ -162,6 +162,7 @@ class PublishedRecord:
     test_tta: dict[str, Any] | None = None  # acc, f1 with the 8 rotations/flips (model.tta=true)
     test_split: dict[str, Any] = field(default_factory=dict)  # size, labels_sha256, data_file, data_md5
     versions: dict[str, Any] = field(default_factory=dict)  # torch, lightning, python
+    history: dict[str, Any] = field(default_factory=dict)  # columns, rows: one row per epoch (epoch from 1)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -172,8 +173,29 @@ class PublishedRecord:
     def device_kind(self) -> str | None:
         return self.device.get("kind")
 
+    def epochs(self) -> list[dict[str, Any]]:
+        """The per-epoch history as one dict per epoch (``epoch`` counted from 1); empty for records written before
+        histories were kept."""
+        columns = list(self.history.get("columns") or [])
+        return [dict(zip(columns, row, strict=True)) for row in self.history.get("rows") or []]
+
     @property
     def acc(self) -> float | None:
         """Test accuracy in per cent (the tables' unit)."""
         acc = self.test.get("acc")
         return None if acc is None else 100 * acc
+
+
+HISTORY = (("epoch", "epoch"), ("lr", "lr"), ("train_loss", "train/loss"), ("train_acc", "train/acc"),
+           ("val_loss", "val/loss"), ("val_acc", "val/acc"), ("time_s", "time_s"))  # record column, results.json key
+
+
+def history_of(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's per-epoch curve as the record keeps it: a few columns, one compact row per epoch (epoch from 1),
+    so the validation-statistics evidence outlives the run folder."""
+    rows = []
+    for e in epochs:
+        row = [e.get(key) for _, key in HISTORY]
+        row[0] = None if row[0] is None else int(row[0]) + 1
+        rows.append([float(f"{v:.6g}") if isinstance(v, float) else v for v in row])  # 6 significant digits
+    return {"columns": [name for name, _ in HISTORY], "rows": rows}
