@@ -20,6 +20,10 @@ while true; do
   [ ${#footings[@]} -eq 0 ] && { sleep "$INTERVAL"; continue; }
   # only the footings this watcher publishes to: other files under results/ are someone else's to commit
   if [ -n "$(git status --porcelain -- "${footings[@]}")" ]; then
+    # a page edited by hand and not yet committed would go into this commit with the tables: wait for its commit
+    if [ -n "$(git status --porcelain -- README.md docs)" ]; then
+      echo "$(date -u +%FT%TZ) waiting: README.md or docs/ has uncommitted edits"; sleep "$INTERVAL"; continue
+    fi
     "$BLOODCLS" tables
     new=$(git status --porcelain -- "${footings[@]}" | grep -o '[^/]*_s[0-9]*\.json' | sed 's/\.json//' | sort | tr '\n' ' ')
     new=${new:-"which runs are training "}  # only training.json changed: a run started
