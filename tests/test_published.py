@@ -97,6 +97,12 @@ def test_the_record_keeps_the_per_epoch_history_and_the_epochs_table_reads_it(re
     assert kept[1] == f"{h['train/loss']:.4f}" and len([ln for ln in lines if ln.startswith("| ")]) == len(epochs) + 1
     with pytest.raises(UserError, match="needs a published record of .* seed 9"):
         render("epochs", f"old+new.{results['experiment']}_s9", footings, tmp_path / "page.md", tmp_path)
+    for name in ("old", "new"):
+        (tmp_path / "results" / name / "training.json").write_text(json.dumps(
+            {"sweep": [{"experiment": results["experiment"], "seed": 9}]}))
+        footings[name] = load_footing(tmp_path / "results" / name)
+    (line,) = render("epochs", f"old+new.{results['experiment']}_s9", footings, tmp_path / "page.md", tmp_path)
+    assert "seed 9 is still training on `old`, `new`" in line  # runs in progress: a placeholder, not an error
 
 
 def test_a_run_that_has_not_completed_is_refused(reference_run, tmp_path, capsys):

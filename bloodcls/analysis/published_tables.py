@@ -188,14 +188,21 @@ def epochs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list
     (the records' histories), the epoch each run kept in bold: how validation read the same training."""
     names, _, run = name.rpartition(".")
     experiment, _, seed = run.rpartition("_s")
-    records = []
+    records, training = [], []
     for footing in names.split("+"):
         found = [r for r in (footings[footing].of(experiment) if footing in footings else []) if str(r.seed) == seed]
+        if not found and footing in footings and seed.isdigit() and \
+                int(seed) in footings[footing].training.get(experiment, []):
+            training.append(footing)
+            continue
         if not found or not found[0].epochs():
             raise UserError(f"{md_path}: the table epochs:{name} needs a published record of {experiment} seed {seed} "
                             f"with its per-epoch history in results/{footing}/ (records keep it since this table "
                             f"exists; republish an older run with `bloodcls publish <run> results/{footing} --force`).")
         records.append((footing, found[0]))
+    if training:
+        return [f"`{experiment}` seed {seed} is still training on {', '.join(f'`{f}`' for f in training)}: its "
+                "per-epoch curves appear here, generated from the records, once every run of this table is published."]
     header, rows = ["epoch"], []
     for footing, _ in records:
         header += [f"{footing}: train loss", "val loss / acc (%)", "lr"]
