@@ -28,7 +28,7 @@ REACHES, WITHIN, SHORT = "reaches the study", "within its spread", "falls short"
 VERDICT_RULE = ("Verdict, figures compared as printed (two decimals): **reaches the study** when the mean is at or "
                 "above the study's figure, **within its spread** when it is below by at most one sample standard "
                 "deviation over the seeds, **falls short** when it is below by more. A row gets its verdict when "
-                "all of the footing's seeds are in; until then it says which seeds are in.")
+                "all of the footing's seeds are in; until then it says which seeds are in, which are training and which are pending.")
 STD_TARGET = 1.0  # issue 39: a sample std of at most one point on at least five of the seven rows
 
 
