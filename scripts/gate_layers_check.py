@@ -34,7 +34,7 @@ from bloodcls.inference.adaptation import MIN_GATE_ACCEPT, recompute_statistics
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.inputs import as_images
 from bloodcls.uncertainty.far_ood import far_ood_sets
-from bloodcls.uncertainty.ood import accept_threshold, feature_layer, fit_mahalanobis, mahalanobis_score
+from bloodcls.uncertainty.ood import accept_threshold, fit_mahalanobis, mahalanobis_score, penultimate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_evidence import write_csvs  # noqa: E402  (the lab's pool and held-out images, as the evidence draws them)
@@ -56,17 +56,21 @@ def last_conv_block(net: nn.Module, size: int) -> str:
 
 @torch.no_grad()
 def features(net: nn.Module, images: np.ndarray, block: str) -> dict[str, torch.Tensor]:
-    mods = dict(net.named_modules())
-    seen: dict[str, list[torch.Tensor]] = {"input": [], "block": []}
-    hooks = [mods[feature_layer(net)[0]].register_forward_hook(lambda _m, i, _o: seen["input"].append(i[0].flatten(1))),
-             mods[block].register_forward_hook(lambda _m, _i, o: seen["block"].append(o.float().mean((2, 3))))]
+    """Today's gate features (the classifier's input, collected as the gate collects them) and those joined to the
+    last convolutional block's output averaged over space."""
+    pooled: list[torch.Tensor] = []
+    hook = dict(net.named_modules())[block].register_forward_hook(
+        lambda _m, _i, o: pooled.append(o.float().mean((2, 3))))
     net.eval()
-    for start in range(0, len(images), 256):
-        net(to_float_images(torch.as_tensor(images[start:start + 256])).contiguous(memory_format=torch.channels_last))
-    for h in hooks:
-        h.remove()
-    z, b = torch.cat(seen["input"]), torch.cat(seen["block"])
-    return {"classifier_input": z, "with_last_conv_block": torch.cat([b, z], 1)}
+    try:
+        with penultimate(net) as seen:
+            for start in range(0, len(images), 256):
+                batch = to_float_images(torch.as_tensor(images[start:start + 256]))
+                net(batch.contiguous(memory_format=torch.channels_last))
+            z = torch.cat(seen)
+    finally:
+        hook.remove()
+    return {"classifier_input": z, "with_last_conv_block": torch.cat([torch.cat(pooled), z], 1)}
 
 
 def read(csv_path: Path, size: int) -> np.ndarray:
@@ -87,7 +91,8 @@ def check(run: str, lab: Path) -> dict:
     gates = {}
     for g in GATES:
         fit = fit_mahalanobis(train[g], torch.as_tensor(np.asarray(y_train).flatten()[index]))
-        gates[g] = (fit["means"], fit["precision"], accept_threshold(mahalanobis_score(val[g], fit["means"], fit["precision"])))
+        threshold = accept_threshold(mahalanobis_score(val[g], fit["means"], fit["precision"]))
+        gates[g] = (fit["means"], fit["precision"], threshold)
 
     def accepted(f: dict[str, torch.Tensor], g: str) -> float:
         means, precision, threshold = gates[g]

@@ -196,7 +196,6 @@ def record_of(run: FinishedRun) -> tuple[dict[str, Any], list[int]]:
     return doc, [int(y) for y in labels]
 
 
-
 def new_spec(run: FinishedRun, doc: dict[str, Any]) -> dict[str, Any]:
     """footing.json for a footing's first record: its identity, and the plan and command of the run's sweep when
     it ran in one (``<sweep>/runs/<job>``, ``<sweep>/sweep.json``)."""

@@ -28,7 +28,8 @@ REACHES, WITHIN, SHORT = "reaches the study", "within its spread", "falls short"
 VERDICT_RULE = ("Verdict, figures compared as printed (two decimals): **reaches the study** when the mean is at or "
                 "above the study's figure, **within its spread** when it is below by at most one sample standard "
                 "deviation over the seeds, **falls short** when it is below by more. A row gets its verdict when "
-                "all of the footing's seeds are in; until then it says which seeds are in, which are training and which are pending.")
+                "all of the footing's seeds are in; until then it says which seeds are in, which are training and "
+                "which are pending.")
 STD_TARGET = 1.0  # issue 39: a sample std of at most one point on at least five of the seven rows
 
 
@@ -206,14 +207,16 @@ def epochs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list
     header, rows = ["epoch"], []
     for footing, _ in records:
         header += [f"{footing}: train loss", "val loss / acc (%)", "lr"]
-    for epoch in range(1, max(len(r.epochs()) for _, r in records) + 1):
+    curves = [(r, {e.get("epoch"): e for e in r.epochs()}) for _, r in records]  # each record's epochs, read once
+    for epoch in range(1, max(len(by_epoch) for _, by_epoch in curves) + 1):
         row = [str(epoch)]
-        for _, r in records:
-            e = next((e for e in r.epochs() if e.get("epoch") == epoch), None)
+        for r, by_epoch in curves:
+            e = by_epoch.get(epoch)
             if e is None:
                 row += ["–", "stopped" if epoch > (r.epochs_trained or 0) else "–", "–"]
                 continue
-            val = f"{number(e.get('val_loss'), 4)} / {number(100 * e['val_acc'] if e.get('val_acc') is not None else None)}"
+            acc = e.get("val_acc")
+            val = f"{number(e.get('val_loss'), 4)} / {number(None if acc is None else 100 * acc)}"
             row += [number(e.get("train_loss"), 4), f"**{val}**" if epoch == r.best_epoch else val,
                     f"{e['lr']:.2e}" if e.get("lr") is not None else "–"]
         rows.append(row)

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
 SHOWN = 5  # files named in a message; the rest are counted
 LAYOUT = ("Lay the images out as <folder>/<class name>/<image> (PNG, JPEG, TIFF or BMP), or list them in a CSV "
-          "with the header path,label (and optionally split: train, val or test) and give that .csv file instead of the folder.")
+          "with the header path,label (and optionally split: train, val or test) and give that .csv file instead of "
+          "the folder.")
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def load_unlabelled(path: str | Path, img_size: int, max_pixels: int = MAX_PIXEL
     if not read:
         bad = [f"{p} ({why})" for p, why in skipped[not_images:]]
         others = f" (and {not_images} other files, not images)" if not_images else ""
-        raise DataError(f"{source}: none of its {len(paths)} image files could be read{others}: {listing(bad)}. Replace "
-                        "them with readable PNG, JPEG, TIFF or BMP images of the lab's blood cells.")
+        raise DataError(f"{source}: none of its {len(paths)} image files could be read{others}: {listing(bad)}. "
+                        "Replace them with readable PNG, JPEG, TIFF or BMP images of the lab's blood cells.")
     digest = hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()  # the same files give it in any order
     return UnlabelledImages(np.stack(images), read, root, source, digest, skipped)
