@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -28,10 +30,23 @@ def test_every_experiment_composes_as_the_study_ran_it(experiment, tmp_path):
     OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
-@pytest.mark.parametrize("model", ["baseline", "unet", "inception", "skip", "hybrid"])
-def test_model_group(model, tmp_path):
-    cfg = compose_train([f"model={model}"], output_dir=tmp_path)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_every_option_of_the_model_group_is_a_model(model, tmp_path):
+    """Hydra offers every file of a group as an option (`model=<file>`), so shared keys live outside the group
+    (conf/model_shared.yaml): `model=_base` used to be listed and failed with a traceback."""
+    cfg = compose_train([f"model={model}"], hydra=True)
     assert cfg.model.name == model and cfg.model._target_ == "bloodcls.training.module.BloodCellClassifier"
+    assert cfg.model.img_size == cfg.data.img_size and "compile" in cfg.model  # the shared keys arrived
+    assert OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"].startswith("outputs/runs/")
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
+def test_every_option_of_the_data_group_is_a_data_source(data):
+    cfg = compose_train([f"data={data}"])
+    assert cfg.data._target_.startswith("bloodcls.data.") and cfg.data.batch_size == 64  # shared keys arrived
 
 
 def test_run_folders_never_collide():
