@@ -153,3 +153,14 @@ def test_jobs_starting_together_share_one_new_store(tmp_path):
     assert len({out.split()[0] for out, _ in outs}) == 1  # one experiment
     _, runs = _mlflow_runs(tmp_path / "mlflow")
     assert sorted(r.info.run_name for r in runs) == ["job0", "job1", "job2"]
+
+
+def test_the_wandb_logger_starts_without_the_anonymous_deprecation_warning(tmp_path, capfd):
+    """Lightning passes anonymous=None to wandb.init on every run; wandb now warns that the setting does nothing
+    (wandb/wandb#10909), a line every user would read as a problem. The run starts without it."""
+    pytest.importorskip("wandb")
+    from bloodcls.training.loggers import wandb_logger
+
+    logger = wandb_logger(save_dir=str(tmp_path), mode="disabled")
+    assert logger.experiment is not None
+    assert "anonymous" not in capfd.readouterr().err

@@ -65,7 +65,7 @@ def wandb_logger(
     os.environ.setdefault("WANDB_SILENT", "true")
     if resolved == "offline":
         log.info("W&B runs offline (no API key or no network): `wandb sync %s/wandb/offline-run-*` uploads it later.", save_dir)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         name=name,
         group=group or None,
@@ -78,6 +78,11 @@ def wandb_logger(
         mode=resolved,
         **kwargs,
     )
+    # Lightning always passes anonymous=None, and recent wandb warns on every run that the setting has no effect
+    # (wandb/wandb#10909, anonymous mode removed): leave it out unless a user set it.
+    if getattr(logger, "_wandb_init", {}).get("anonymous", "set") is None:
+        del logger._wandb_init["anonymous"]
+    return logger
 
 
 def _require(module: str, tracker: str) -> None:
