@@ -105,6 +105,27 @@ def test_the_record_keeps_the_per_epoch_history_and_the_epochs_table_reads_it(re
     assert "seed 9 is still training on `old`, `new`" in line  # runs in progress: a placeholder, not an error
 
 
+def test_the_pairs_table_sets_two_recipes_side_by_side_seed_by_seed(reference_run, tmp_path):
+    """Two footings trained on the same seeds: each footing's mean ± std and per-seed figures, and B − A per seed
+    on the seeds both have (the validation-statistics page's test table)."""
+    run, results = reference_run
+    exp, acc = results["experiment"], 100 * results["test"]["acc"]
+    for seed, delta in ((0, 0.0), (1, 0.02)):  # footing "old": seeds 0 and 1; "new": seed 0 (+0.01) and 1 (-0.01)
+        publish(copy_run(run, tmp_path / f"old{seed}", seed=seed, test__acc=results["test"]["acc"] - delta),
+                tmp_path / "results" / "old")
+        publish(copy_run(run, tmp_path / f"new{seed}", seed=seed, test__acc=results["test"]["acc"] - delta + 0.0001
+                         * (1 if seed == 0 else -1)), tmp_path / "results" / "new")
+    footings = {name: load_footing(tmp_path / "results" / name) for name in ("old", "new")}
+    lines = render("pairs", "old+new", footings, tmp_path / "page.md", tmp_path)
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith(f"| {exp} |")]
+    assert [r[1] for r in rows] == [f"`{results['recipe']}`"] * 2
+    assert rows[0][3] == f"{acc - 1:.2f} ± {1.4142:.2f}" and rows[0][4] == f"0: {acc:.2f} / 1: {acc - 2:.2f}"
+    assert rows[1][4] == f"0: {acc + 0.01:.2f} / 1: {acc - 2.01:.2f}"
+    assert f"`{exp}` +0.01 / -0.01 (seeds 0, 1)" in lines[-1]
+    with pytest.raises(UserError, match="pairs:<A>\\+<B>"):
+        render("pairs", "old", footings, tmp_path / "page.md", tmp_path)
+
+
 def test_a_run_that_has_not_completed_is_refused(reference_run, tmp_path, capsys):
     stopped = copy_run(reference_run[0], tmp_path / "stopped")
     (stopped / "results.json").unlink()  # a run stopped before its test writes no results.json

@@ -1,6 +1,6 @@
 """The tables of training runs, generated from the published records in ``results/`` (never typed by hand).
 
-Three kinds, each named by a marker in the Markdown (:mod:`bloodcls.analysis.published_pages`):
+The kinds, each named by a marker in the Markdown (:mod:`bloodcls.analysis.published_pages`):
 
 - ``study:<footing>``: the study's seven experiments on one footing, mean ± sample std over seeds, the study's
   figure beside each and a verdict (:func:`verdict`, the one home of the rule; :data:`VERDICT_RULE` says it);
@@ -9,7 +9,10 @@ Three kinds, each named by a marker in the Markdown (:mod:`bloodcls.analysis.pub
 - ``seeds:<footing>``: the per-seed detail of one footing (epochs trained, best epoch, test accuracy, commit,
   date), the seeds still to come included;
 - ``footing:<footing>``: what footing.json states (recipe, precision, device, plan, the exact sweep command), so a
-  page quotes the command from its one home.
+  page quotes the command from its one home;
+- ``epochs:<A>+<B>.<experiment>_s<seed>``: one run's per-epoch curve on two footings side by side;
+- ``pairs:<A>+<B>``: the experiments both footings publish, each footing's test accuracy over its seeds and the
+  difference seed by seed (two recipes on the same seeds: docs/results/validation-statistics.md).
 """
 
 from __future__ import annotations
@@ -224,10 +227,42 @@ def epochs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list
             "epoch each run kept (best validation loss on its own validation)."]
 
 
+def pairs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list[str]:
+    """``pairs:<A>+<B>``: for each experiment published on both footings, one row per footing (test accuracy over
+    its seeds, per seed) and B − A on the seeds both have, so two recipes trained on the same seeds compare at a glance."""
+    names = name.split("+")
+    missing = [n for n in names if n not in footings]
+    if len(names) != 2 or missing:
+        raise UserError(f"{md_path}: the table pairs:{name} names two footings of results/ as pairs:<A>+<B> "
+                        f"(missing: {', '.join(missing) or 'a second footing'}; there: {', '.join(sorted(footings))}).")
+    first, second = (footings[n] for n in names)
+    both = [e for e in first.experiments if e in second.experiments and first.of(e) and second.of(e)]
+    rows, diffs = [], []
+    order = list(study.EXPERIMENTS)  # the study's rows in its order, then any other experiment by name
+    for exp in sorted(both, key=lambda e: (order.index(e) if e in order else len(order), e)):
+        for footing in (first, second):
+            records = sorted(footing.of(exp), key=lambda r: r.seed)
+            rows.append([exp, f"`{footing.spec.get('recipe')}`", seeds_cell(records, footing.seeds,
+                                                                               footing.training.get(exp)),
+                         acc_cell(records), " / ".join(f"{r.seed}: {r.acc:.2f}" for r in records if r.acc is not None)])
+        a, b = ({r.seed: r.acc for r in f.of(exp) if r.acc is not None} for f in (first, second))
+        shared = sorted(set(a) & set(b))
+        if shared:
+            diffs.append(f"`{exp}` " + " / ".join(f"{b[s] - a[s]:+.2f}" for s in shared)
+                         + f" (seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))})")
+    if not rows:
+        return [f"No experiment is published on both `{names[0]}` and `{names[1]}` yet."]
+    return [*md_table(["experiment", "recipe", "seeds", "test acc (%), kept checkpoint", "per seed"], rows), "",
+            f"`{second.spec.get('recipe')}` − `{first.spec.get('recipe')}`, test accuracy seed by seed: "
+            + "; ".join(diffs) + ". Generated from `results/` by `bloodcls tables`."]
+
+
 def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: Path, root: Path) -> list[str]:
-    """The lines of the table a marker names (``<kind>:<footing>``; ``epochs:<footing>+<footing>.<run>``)."""
+    """The lines of the table a marker names (``<kind>:<footing>``; ``epochs:<A>+<B>.<run>``; ``pairs:<A>+<B>``)."""
     if kind == "epochs":
         return epochs_table(footing_name, footings, md_path)
+    if kind == "pairs":
+        return pairs_table(footing_name, footings, md_path)
     if footing_name not in footings:
         raise UserError(f"{md_path}: the marker table:{kind}:{footing_name} names a footing that {root / 'results'} "
                         f"does not hold (there: {', '.join(sorted(footings)) or 'none'}). Fix the marker, or create "
@@ -242,4 +277,5 @@ def render(kind: str, footing_name: str, footings: dict[str, Footing], md_path: 
     if kind == "footing":
         return footing_lines(footing)
     raise UserError(f"{md_path}: table:{kind}:{footing_name} is no kind of generated table; the kinds are study, "
-                    "beyond, seeds and footing (table:<kind>:<footing>).")
+                    "beyond, seeds and footing (table:<kind>:<footing>), epochs (table:epochs:<A>+<B>.<run>) and pairs "
+                    "(table:pairs:<A>+<B>).")
