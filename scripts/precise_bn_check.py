@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/precise_bn_check.py <run or sweep> [...] [--max-images N] [--json out.json]
         [--table]
+    python scripts/precise_bn_check.py --from-json results/evidence/pbn_check_128.json --table
 
 For each run, ``best.ckpt`` (the epoch early stopping kept) and ``last.ckpt`` (the epoch it gave up on) are
 scored on validation with the statistics they hold (``saved``: the running average under
@@ -9,7 +10,10 @@ scored on validation with the statistics they hold (``saved``: the running avera
 statistics recomputed over the whole training split (``exact``, :func:`bloodcls.models.batchnorm.recompute_batchnorm`).
 Early stopping *fired on noise* when the weights it gave up on read better on exact statistics (lower validation
 loss) than the weights it kept. ``--table`` prints the choice of docs/results/validation-statistics.md, one row
-per recipe, from validation only; the test accuracies come after, in a second table, once the choice is made.
+per recipe, from validation only, then one row per run; the test accuracies come after, once the choice is made.
+``--json`` adds the runs scored to the file (a run scored again replaces its row), so pairs that finish in different
+stretches of work accumulate in one record; ``--from-json`` prints the tables from such files without scoring, and
+tests/test_precise_bn_check.py checks that the page's tables are what it prints.
 """
 
 from __future__ import annotations
@@ -94,6 +98,27 @@ def choice_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def runs_table(rows: list[dict]) -> str:
+    """Validation only, one row per run: what validation read of the kept and the last checkpoint (saved statistics)
+    against what the weights are worth (exact statistics); the last in bold where early stopping fired on noise."""
+    lines = ["| experiment | seed | recipe | epochs trained | kept epoch | kept val loss, saved → exact | "
+             "last val loss, saved → exact | stopped on noise |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["experiment"], r["seed"], r["recipe"])):
+        kept, last = (f"{r[w]['saved']['val']['loss']:.4f} → {r[w]['exact']['val']['loss']:.4f}" for w in ("best", "last"))
+        noise = r["stopped_on_noise"]
+        lines.append(f"| {r['experiment']} | {r['seed']} | `{r['recipe']}` | {r['epochs']} | {r['best']['epoch']} | "
+                     f"{kept} | {f'**{last}**' if noise else last} | {'yes' if noise else 'no'} |")
+    return "\n".join(lines)
+
+
+def merged(path: Path, rows: list[dict]) -> list[dict]:
+    """The rows already in ``path`` with ``rows`` added; a run scored again (same run and recipe) replaces its row."""
+    key = lambda r: (r["run"], r["recipe"])  # noqa: E731
+    kept = {key(r): r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    kept.update({key(r): r for r in rows})
+    return sorted(kept.values(), key=lambda r: (r["experiment"], r["recipe"], r["seed"]))
+
+
 def test_table(rows: list[dict]) -> str:
     """After the choice: the test accuracy of the kept checkpoint as the run scored it (saved statistics)."""
     lines = ["| experiment | recipe | seeds | test acc (%), kept checkpoint | per seed |", "|---|---|---|---|---|"]
@@ -119,17 +144,23 @@ def run_folders(targets: list[Path]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders or sweep folders")
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders or sweep folders")
     parser.add_argument("--max-images", type=int, default=None, help="training images for the statistics (all)")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--table", action="store_true", help="print the choice (validation) and then the test table")
+    parser.add_argument("--json", type=Path, default=None, help="add the runs scored to this file (kept rows stay)")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=[], help="rows scored before: print, don't score")
+    parser.add_argument("--table", action="store_true", help="print the choice (validation), the runs, then the test")
     args = parser.parse_args(argv)
+    if not args.runs and not args.from_json:
+        parser.error("give run or sweep folders to score, or --from-json files scored before")
     torch.set_num_threads(1)
     results = [check(folder, args.max_images) for folder in run_folders(args.runs)]
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(merged(args.json, results), indent=1))
+    for path in args.from_json:
+        results = merged(path, results)
     if args.table:
-        print("\n" + choice_table(results) + "\n\nAfter the choice, the test:\n\n" + test_table(results))
+        print("\n" + choice_table(results) + "\n\n" + runs_table(results) + "\n\nAfter the choice, the test:\n\n"
+              + test_table(results))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def test_precise_bn_check_reads_each_checkpoint_as_the_run_did_and_on_exact_stat
 
 
 def _row(seed, epochs, kept_loss, last_loss, recipe="study", acc=95.0):
-    return {"experiment": "baseline_aug", "recipe": recipe, "seed": seed, "epochs": epochs, "max_epochs": 40,
+    return {"run": f"baseline_aug_s{seed}", "experiment": "baseline_aug", "recipe": recipe, "seed": seed,
+            "epochs": epochs, "max_epochs": 40,
             "early_stopped": epochs < 40, "stopped_on_noise": epochs < 40 and last_loss < kept_loss,
             "best": {"epoch": epochs - 5, "exact": {"val": {"loss": kept_loss}}, "saved": {"test": {"acc": acc}}},
             "last": {"exact": {"val": {"loss": last_loss}}}}
@@ -46,3 +47,21 @@ def test_the_choice_table_counts_stops_on_noise_from_validation_only():
     assert "test" not in table  # the choice is made without the test split
     assert "| baseline_aug | `study+running_bn` | 0, 1, 2 | 94.50 ± 1.32 | 93.50 / 94.00 / 96.00 |" \
         in SCRIPT["test_table"](rows)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_the_pages_choice_tables_are_what_the_kept_evidence_prints(size):
+    """docs/results/validation-statistics.md quotes the check's tables; they are regenerated from the kept JSON
+    (``--from-json``), never typed: a figure edited by hand, or a pair added to the JSON and not to the page, fails."""
+    rows = json.loads((REPO / "results" / "evidence" / f"pbn_check_{size}.json").read_text())
+    page = (REPO / "docs" / "results" / "validation-statistics.md").read_text()
+    assert SCRIPT["choice_table"](rows) in page
+    assert SCRIPT["runs_table"](rows) in page
+
+
+def test_scoring_again_replaces_a_runs_row_and_keeps_the_others(tmp_path):
+    kept = tmp_path / "check.json"
+    kept.write_text(json.dumps([_row(0, 11, 0.19, 0.17, "study+running_bn", 93.5), _row(0, 30, 0.12, 0.13)]))
+    rows = SCRIPT["merged"](kept, [_row(0, 12, 0.18, 0.17, "study+running_bn", 93.0), _row(1, 25, 0.14, 0.15)])
+    assert [(r["recipe"], r["seed"], r["epochs"]) for r in rows] == [
+        ("study", 0, 30), ("study", 1, 25), ("study+running_bn", 0, 12)]
