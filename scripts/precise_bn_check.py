@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from bloodcls.common.tensors import to_float_images
-from bloodcls.data.files import class_weights
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.inference.finished_run import FinishedRun
 from bloodcls.models.batchnorm import recompute_batchnorm
@@ -43,16 +42,17 @@ def _batches(images: torch.Tensor, stop: int | None = None):
 
 
 @torch.no_grad()
-def _score(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> dict:
+def _score(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy and the loss early stopping monitors: ``val/loss`` is the plain cross-entropy averaged over images
+    (the class weights are the training loss's only), so kept and last epochs compare on what the run read."""
     logits = torch.cat([net(x).float() for x in _batches(images)])
     return {"acc": round(100 * (logits.argmax(1) == labels).float().mean().item(), 2),
-            "loss": round(F.cross_entropy(logits, labels, weight=weights).item(), 4)}
+            "loss": round(F.cross_entropy(logits, labels).item(), 4)}
 
 
 def check(folder: Path, max_images: int | None = None) -> dict:
     run = FinishedRun.open(folder)
     splits = {k: (torch.from_numpy(x), torch.from_numpy(y).flatten().long()) for k, (x, y) in run.load_splits().items()}
-    weights = class_weights(splits["train"][1])
     config = run.results.config if run.results else {}
     out: dict = {"run": run.name, "experiment": run.experiment, "seed": run.seed,
                  "recipe": run.results.recipe_label if run.results else None,
@@ -62,9 +62,9 @@ def check(folder: Path, max_images: int | None = None) -> dict:
         model = load_trained(run.paths.checkpoints / f"{which}.ckpt")
         net = model.net.to(memory_format=torch.channels_last).eval()
         row: dict = {"epoch": int(model.info.get("epoch", -1)) + 1,
-                     "saved": {s: _score(net, *splits[s], weights) for s in ("val", "test")}}
+                     "saved": {s: _score(net, *splits[s]) for s in ("val", "test")}}
         recompute_batchnorm(net, _batches(splits["train"][0], max_images))
-        row["exact"] = {s: _score(net, *splits[s], weights) for s in ("val", "test")}
+        row["exact"] = {s: _score(net, *splits[s]) for s in ("val", "test")}
         out[which] = row
         print(f"{run.name} {which} (epoch {row['epoch']}): " + "; ".join(
             f"{kind} val {row[kind]['val']['acc']} % (loss {row[kind]['val']['loss']})" for kind in ("saved", "exact")),

@@ -22,6 +22,9 @@ def test_precise_bn_check_reads_each_checkpoint_as_the_run_did_and_on_exact_stat
     last_logged = results["history"][-1]["val/acc"]
     assert row["last"]["epoch"] == results["efficiency"]["epochs_run"] == len(results["history"])
     assert abs(row["last"]["saved"]["val"]["acc"] - 100 * last_logged) <= 100 / n_val + 0.01
+    # ... in the very loss early stopping monitored (val/loss: plain cross-entropy; a class-weighted loss here
+    # once made the page's "kept against last" a different criterion from the one the run stopped on)
+    assert row["last"]["saved"]["val"]["loss"] == pytest.approx(results["history"][-1]["val/loss"], abs=2e-4)
     # the synthetic split (192 training images) is smaller than recipe=study's 2,048-image sample, so the run's own
     # recomputation already was exact: recomputing again changes nothing
     assert row["best"]["exact"]["val"] == pytest.approx(row["best"]["saved"]["val"], abs=0.02)
@@ -65,3 +68,18 @@ def test_scoring_again_replaces_a_runs_row_and_keeps_the_others(tmp_path):
     rows = SCRIPT["merged"](kept, [_row(0, 12, 0.18, 0.17, "study+running_bn", 93.0), _row(1, 25, 0.14, 0.15)])
     assert [(r["recipe"], r["seed"], r["epochs"]) for r in rows] == [
         ("study", 0, 30), ("study", 1, 25), ("study+running_bn", 0, 12)]
+
+
+def test_the_check_scores_the_loss_early_stopping_monitors_not_the_class_weighted_one():
+    """val/loss is the plain cross-entropy averaged over images; on an imbalanced split a class-weighted loss differs
+    (here 0.6269 against 1.1269 with inverse-frequency weights), and the check must read what the run read."""
+    import torch
+
+    class Fixed(torch.nn.Module):  # every image gets logits (2, 0)
+        def forward(self, x):
+            return torch.tensor([[2.0, 0.0]]).expand(len(x), 2)
+
+    images = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    labels = torch.tensor([0, 0, 0, 1])  # three of class 0, one of class 1 (wrong: it costs log(1 + e^2))
+    score = SCRIPT["_score"](Fixed(), images, labels)
+    assert score == {"acc": 75.0, "loss": pytest.approx(0.6269, abs=1e-4)}
