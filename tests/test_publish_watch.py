@@ -18,8 +18,14 @@ from tests.test_published import block, copy_run, row_of
 PAGE = "# Results\n\n<!-- table:seeds:f begin -->\n<!-- table:seeds:f end -->\n"
 
 
+# CI runs the suite with an empty HOME: no git identity unless the tests give one
+IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+
+
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                          env={**os.environ, **IDENTITY}).stdout
 
 
 @pytest.fixture()
@@ -44,9 +50,7 @@ def checkout(tmp_path):
 
 
 def _watch_once(repo: Path) -> str:
-    env = {**os.environ, "ONCE": "1", "BLOODCLS": str(repo / "bloodcls"), "PYTHONWARNINGS": "ignore",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env = {**os.environ, **IDENTITY, "ONCE": "1", "BLOODCLS": str(repo / "bloodcls"), "PYTHONWARNINGS": "ignore"}
     out = subprocess.run(["bash", str(repo / "scripts" / "publish_watch.sh"), "outputs/sweep:results/f"], cwd=repo,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
