@@ -240,12 +240,14 @@ def pairs_table(name: str, footings: dict[str, Footing], md_path: Path) -> list[
     rows, diffs = [], []
     order = list(study.EXPERIMENTS)  # the study's rows in its order, then any other experiment by name
     for exp in sorted(both, key=lambda e: (order.index(e) if e in order else len(order), e)):
+        accs = []  # seed -> test accuracy, per footing
         for footing in (first, second):
             records = sorted(footing.of(exp), key=lambda r: r.seed)
+            accs.append({r.seed: r.acc for r in records if r.acc is not None})
             rows.append([exp, f"`{footing.spec.get('recipe')}`", seeds_cell(records, footing.seeds,
                                                                                footing.training.get(exp)),
-                         acc_cell(records), " / ".join(f"{r.seed}: {r.acc:.2f}" for r in records if r.acc is not None)])
-        a, b = ({r.seed: r.acc for r in f.of(exp) if r.acc is not None} for f in (first, second))
+                         acc_cell(records), " / ".join(f"{seed}: {acc:.2f}" for seed, acc in accs[-1].items())])
+        a, b = accs
         shared = sorted(set(a) & set(b))
         if shared:
             diffs.append(f"`{exp}` " + " / ".join(f"{b[s] - a[s]:+.2f}" for s in shared)
