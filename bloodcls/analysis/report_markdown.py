@@ -66,6 +66,9 @@ def header(rep: Report) -> list[str]:
         lines.append("- recipe: " + ", ".join(f"`{r}`" for r in prov["recipes"]) + " (conf/recipe/)")
     for path, md5 in prov["data_files"].items():
         lines.append(f"- data: `{path}` (MD5 `{md5}`)")
+    if left := (rep.plan.get("published") or {}).get("jobs"):
+        lines.append(f"- not trained here, published before this sweep started them in "
+                     f"`{rep.plan['published']['footing']}`: " + ", ".join(f"{e} seed {s}" for e, s in left))
     if overrides := rep.plan.get("overrides"):
         lines.append(f"- training overrides: `{' '.join(overrides)}`")
     if rep.plan.get("train_wall_s") is not None:

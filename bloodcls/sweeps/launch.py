@@ -20,12 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcls.analysis.report_markdown import write_report
 from bloodcls.analysis.trackers import tracker_hints
 from bloodcls.common.rundir import RESULTS_FILE, job_folders, read_json, write_json
-from bloodcls.common.sweepdir import PLAN_FILE, REPORT_MD, RUNS_DIR, job_label
+from bloodcls.common.sweepdir import PLAN_FILE, REPORT_MD, RUNS_DIR, job_label, published_jobs
 from bloodcls.config import override_key, override_value
 from bloodcls.errors import UserError
 from bloodcls.sweeps.jobs import CONTINUE, DONE, inventory, write_job_status
 from bloodcls.sweeps.lock import SweepLock
 from bloodcls.sweeps.processes import run_groups, run_process_group
+from bloodcls.sweeps.published import leave_to_footing
 from bloodcls.sweeps.resume import (
     check_resume_arguments,
     describe,
@@ -53,7 +54,8 @@ def _now_iso() -> str:
 
 
 def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path, lock: SweepLock) -> dict[str, Any]:
-    """A new sweep: check every job's config, take the sweep's lock, then run the multirun."""
+    """A new sweep: check every job's config, take the sweep's lock, then run the multirun (or, with jobs left to
+    a footing by ``published=``, the remaining jobs one ``train.py`` each, as a resume runs them)."""
     unknown = [e for e in settings.experiments if e not in known_experiments()]
     if unknown:
         raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} "
@@ -71,12 +73,21 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path, lo
     plan = {"experiments": list(settings.experiments), "seeds": list(settings.seeds), "folds": settings.get("folds"),
             "jobs": settings.get("jobs", "auto"), "overrides": overrides, "command": shlex.join(cmd),
             "started_at": _now_iso()}
+    if settings.get("published"):
+        plan = leave_to_footing(plan, settings.published, sweep_dir)
+    left = len(published_jobs(plan))
     write_json(sweep_dir / PLAN_FILE, plan)
     folds = f" x {plan['folds']} folds" if plan["folds"] else ""
     print(f"[sweep] {job_count(settings)} jobs ({len(plan['experiments'])} experiments x seeds {plan['seeds']}{folds}"
           f"{f', {jobs} at a time' if jobs > 1 else ''}) -> {sweep_dir}", flush=True)
     t0 = time.perf_counter()
-    returncode = run_process_group(cmd, tick=lambda: write_job_status(sweep_dir, plan))
+    if left:
+        print(f"[sweep] {left} of them already published in {settings.published}: not trained again "
+              f"({', '.join(f'{e} seed {s}' for e, s in sorted(published_jobs(plan)))})", flush=True)
+        codes = train_jobs(sweep_dir, plan, settings, overrides, record=False)
+        returncode = 0 if all(code == 0 for code in codes) else 1
+    else:
+        returncode = run_process_group(cmd, tick=lambda: write_job_status(sweep_dir, plan))
     plan.update(finished_at=_now_iso(), train_wall_s=time.perf_counter() - t0, returncode=returncode)
     write_json(sweep_dir / PLAN_FILE, plan)
     print(f"[sweep] training finished in {plan['train_wall_s']:.0f} s (exit status {returncode})", flush=True)
@@ -94,20 +105,34 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     unknown = [e for e in plan["experiments"] if e not in known_experiments()]
     if unknown:
         raise UserError(f"Unknown experiment(s) {unknown}. Known: {', '.join(known_experiments())} (conf/experiment/).")
-    job_overrides = list(plan.get("overrides") or [])
+    # published= given now, or the footing the sweep started with: what it has published since is left to it too
+    footing = settings.get("published") if "published" in given else (plan.get("published") or {}).get("footing")
+    if footing:
+        plan = leave_to_footing(plan, footing, sweep_dir)
     # jobs= given now wins; otherwise the resume runs as many side by side as the sweep was started with
     jobs_setting = settings.get("jobs", "auto") if "jobs" in given else plan.get("jobs", "auto")
     whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"],
-                                       "folds": plan.get("folds"), "jobs": jobs_setting})
+                                       "folds": plan.get("folds"), "jobs": jobs_setting, "published": footing})
+    codes = train_jobs(sweep_dir, plan, whole, list(plan.get("overrides") or []), record=True)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def train_jobs(sweep_dir: Path, plan: dict[str, Any], whole: DictConfig, job_overrides: list[str],
+               record: bool) -> list[int]:
+    """Keep, continue or start each job of the plan, ``jobs`` at a time; ``record``: note it in the plan's
+    ``resumes``. Returns the exit codes of the jobs it ran."""
     check_job_configs(whole, job_overrides)
     planned = inventory(sweep_dir, plan)
     jobs = max(1, min(concurrent_jobs(whole, job_overrides), sum(j.state != DONE for j in planned)))
     threads = ([f"threads={max(1, usable_cpus() // jobs)}"]
                if on_cpu(job_overrides) and override_value(job_overrides, "threads") is None else [])
     todo = plan_resume(sweep_dir, plan, planned, threads)
-    record_resume(sweep_dir, plan, todo)
-    print(f"[sweep] resuming {sweep_dir}: {describe(todo, planned)}"
-          f"{f', {jobs} at a time' if len(todo) > 1 else ''}", flush=True)
+    if record:
+        record_resume(sweep_dir, plan, todo)
+        print(f"[sweep] resuming {sweep_dir}: {describe(todo, planned)}"
+              f"{f', {jobs} at a time' if len(todo) > 1 else ''}", flush=True)
+    else:
+        write_json(sweep_dir / PLAN_FILE, plan)
 
     def on_start(i: int) -> None:
         job = todo[i][0]
@@ -116,9 +141,11 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
 
     t0 = time.perf_counter()
     codes = run_groups([cmd for _, cmd in todo], jobs, tick=lambda: write_job_status(sweep_dir, plan), on_start=on_start)
-    record_resume(sweep_dir, plan, todo, finished_at=_now_iso(), train_wall_s=time.perf_counter() - t0, exit_codes=codes)
-    print(f"[sweep] resumed jobs finished in {time.perf_counter() - t0:.0f} s", flush=True)
-    return 0 if all(code == 0 for code in codes) else 1
+    if record:
+        record_resume(sweep_dir, plan, todo, finished_at=_now_iso(), train_wall_s=time.perf_counter() - t0,
+                      exit_codes=codes)
+        print(f"[sweep] resumed jobs finished in {time.perf_counter() - t0:.0f} s", flush=True)
+    return codes
 
 
 def score_robustness(sweep_dir: Path, which: bool | list[str]) -> None:

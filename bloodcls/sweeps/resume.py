@@ -27,8 +27,9 @@ from bloodcls.sweeps.folds import fold_overrides
 from bloodcls.sweeps.jobs import CONTINUE, DONE, LIVE, START, Job, next_job_number, set_aside
 
 # Sweep settings a resume may change: the plan grows by experiments/seeds; jobs/wandb_report/robustness are how
-# it runs and reports. Anything else (training overrides, folds=, name=, dir=) would make the jobs of one sweep differ.
-RESUME_KEYS = ("resume", "experiments", "seeds", "jobs", "wandb_report", "robustness")
+# it runs and reports; published= leaves to a footing the jobs it holds records of. Anything else (training
+# overrides, folds=, name=, dir=) would make the jobs of one sweep differ.
+RESUME_KEYS = ("resume", "experiments", "seeds", "jobs", "wandb_report", "robustness", "published")
 
 
 def load_plan(sweep_dir: Path) -> dict[str, Any]:

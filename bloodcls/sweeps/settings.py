@@ -18,10 +18,11 @@ from bloodcls.common.sweepdir import RUNS_DIR, fold_list
 from bloodcls.config import CONFIG_DIR, compose_config, override_key, override_value
 from bloodcls.errors import UserError
 from bloodcls.sweeps.folds import all_folds, check_folder_data, check_folds, fold_overrides
+from bloodcls.sweeps.published import check_matches_footing
 from bloodcls.training.compute import usable_cpus
 
 SWEEP_KEYS = ("experiments", "seeds", "name", "dir", "report_only", "robustness", "wandb_report", "jobs", "resume",
-              "folds")
+              "folds", "published")
 # jobs=auto with trainer=gpu: this many training processes share the one GPU at most (each holds its data
 # on the device, ~1 GB at 128 px); the study's models are too small to fill an H100/H200 alone.
 GPU_JOBS = 8
@@ -100,8 +101,9 @@ def on_cpu(overrides: list[str]) -> bool:
 
 
 def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
-    """Compose every experiment's job config and check its values (bloodcls.schema) before any job starts,
-    so a bad override stops the sweep at once instead of failing every job."""
+    """Compose every experiment's job config and check its values (bloodcls.schema), and against the footing
+    of ``published=``, before any job starts, so a bad override stops the sweep at once instead of failing every
+    job."""
     from bloodcls.schema import check_config
 
     job_overrides = [o for o in overrides if not override_key(o).startswith("hydra")]
@@ -112,6 +114,8 @@ def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
             check_folder_data(folds, cfg)
             cfg = _compose_job(exp, [f"seed={settings.seeds[0]}", *job_overrides, *fold_overrides(folds, 0)])
         check_config(cfg)
+        if settings.get("published"):
+            check_matches_footing(settings.published, cfg, "cpu" if on_cpu(overrides) else "gpu")
 
 
 def _compose_job(exp: str, overrides: list[str]) -> DictConfig:
