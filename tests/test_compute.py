@@ -32,7 +32,8 @@ def test_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
 
 
 @pytest.mark.parametrize("native, capability, layout", [(True, "AVX512_BF16", True), (False, "AVX2", True),
-                                                        (False, "DEFAULT", False), (False, "SVE256", False)])
+                                                        (False, "AVX512", True), (False, "DEFAULT", False),
+                                                        (False, "SVE256", False)])
 def test_auto_layout_is_the_one_measured_for_the_processor(monkeypatch, native, capability, layout):
     _native(monkeypatch, native, capability)
     plan = compute.plan_compute("auto", "auto", "cpu", 1)
@@ -48,6 +49,8 @@ def test_explicit_settings_win(monkeypatch):
     plan = compute.plan_compute("32-true", False, "cpu", 1)
     assert (plan.precision, plan.channels_last) == ("32-true", False)  # trainer.precision=32-true forces fp32
     assert compute.plan_compute("auto", True, "cpu", 1).channels_last is True
+    pinned = compute.plan_compute("32-true", "auto", "cpu", 1)  # fp32 pinned on an AVX512-BF16 processor
+    assert pinned.channels_last is True and "fp32 on AVX512" in compute.describe(pinned)
     gpu = compute.plan_compute("auto", "auto", "gpu", 1)
     assert gpu.device == "gpu" and gpu.precision == "32-true" and gpu.native_bf16 is None  # trainer=gpu sets its own
 

@@ -65,6 +65,8 @@ LAYOUT_BY_PROCESSOR: dict[tuple[bool, str], tuple[bool, str]] = {
     (True, "AVX512"): (True, "channels_last (measured faster with bf16: docs/results/cpu-fast-path.md)"),
     # AVX2 only, fp32, one thread: channels_last measured faster end to end than NCHW at the same losses
     (False, "AVX2"): (True, "channels_last (measured faster in fp32 on AVX2: docs/results/cpu-fast-path.md)"),
+    # AVX512, fp32 (trainer.precision=32-true), one thread: channels_last measured faster than NCHW (bench --ablate)
+    (False, "AVX512"): (True, "channels_last (measured faster in fp32 on AVX512: docs/results/cpu-fast-path.md)"),
 }
 
 
