@@ -304,4 +304,5 @@ def test_interrupted_message_names_the_checkpoint_inside_the_run_folder_as_given
         SimpleNamespace(last_model_path=str(real / "checkpoints" / "last.ckpt"), dirpath=str(real / "checkpoints"))])
     message = _interrupted_message(record, "SIGTERM", record.last_checkpoint())
     assert f"{tmp_path / 'outputs' / 'run' / 'checkpoints' / 'last.ckpt'} holds the end" in message
-    assert "elsewhere" not in message and "during epoch 3" in message
+    # the epoch as the progress lines count it: current_epoch 3 is the fourth, after three finished
+    assert "elsewhere" not in message and "during epoch 4 (3 finished)" in message

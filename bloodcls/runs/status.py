@@ -155,8 +155,8 @@ def _failure_fields(exc: BaseException) -> dict[str, Any]:
 
 def _interrupted_message(record: RunRecord, signal_name: str, last: str | None) -> str:
     how = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else "SIGTERM (e.g. a scheduler's preemption or `kill`)"
-    epoch = getattr(record.trainer, "current_epoch", None)
-    where = f" during epoch {epoch}" if epoch is not None else ""
+    epoch = getattr(record.trainer, "current_epoch", None)  # 0-based; the progress lines count epochs from 1
+    where = f" during epoch {epoch + 1} ({epoch} finished)" if epoch is not None else ""
     if last is None:
         return (f"Interrupted by {how}{where}, before any epoch had finished, so there is no checkpoint to "
                 "continue from: start the run again.")
