@@ -5,6 +5,8 @@
 #   nohup scripts/publish_watch.sh outputs/sweeps/study_fp32_cpu:results/study-fp32-cpu \
 #       outputs/sweeps/running_bn_fp32_cpu:results/study-running_bn-fp32-cpu > publish_watch.log 2>&1 &
 #
+# A pair's sweep may be a glob in quotes ('outputs/sweeps/study_fp32_cpu*:results/study-fp32-cpu'): it is expanded at
+# every pass, so sweeps started later (scripts/study_stretch.py starts one per run) are published too.
 # Every INTERVAL seconds (default 300): `bloodcls publish <sweep> <footing>` for each pair, then, when a record is
 # new (or training.json says another run started), `bloodcls tables` and a commit of results/ and the generated
 # pages only (nothing else in the checkout). ONCE=1 makes one pass and exits.
@@ -16,7 +18,9 @@ INTERVAL=${INTERVAL:-300}
 publish_once() {
   local footings=() pair new pages
   for pair in "$@"; do
-    "$BLOODCLS" publish "${pair%%:*}" "${pair##*:}" > /dev/null 2>&1 || true
+    for sweep in ${pair%%:*}; do  # a glob (quoted on the command line) takes each matching sweep as it appears
+      [ -d "$sweep" ] && { "$BLOODCLS" publish "$sweep" "${pair##*:}" > /dev/null 2>&1 || true; }
+    done
     [ -d "${pair##*:}" ] && footings+=("${pair##*:}")  # a footing exists once its first run is published
   done
   [ ${#footings[@]} -eq 0 ] && return

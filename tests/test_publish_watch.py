@@ -51,7 +51,8 @@ def checkout(tmp_path):
 
 def _watch_once(repo: Path) -> str:
     env = {**os.environ, **IDENTITY, "ONCE": "1", "BLOODCLS": str(repo / "bloodcls"), "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run(["bash", str(repo / "scripts" / "publish_watch.sh"), "outputs/sweep:results/f"], cwd=repo,
+    # a glob, as scripts/study_stretch.py's sweeps are watched: every sweep folder that matches, as they appear
+    out = subprocess.run(["bash", str(repo / "scripts" / "publish_watch.sh"), "outputs/sweep*:results/f"], cwd=repo,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -81,3 +82,8 @@ def test_the_watcher_commits_a_finished_run_with_its_table_and_waits_on_uncommit
     head = _git(checkout, "rev-parse", "HEAD")
     assert _watch_once(checkout) == ""  # nothing new: no commit, nothing said
     assert _git(checkout, "rev-parse", "HEAD") == head
+
+    later = f"{results['experiment']}_s{results['seed'] + 1}"  # a sweep started after the watcher
+    copy_run(run, checkout / "outputs" / "sweep_later" / "runs" / f"0_{later}", seed=results["seed"] + 1)
+    assert f"committed {later}" in _watch_once(checkout)
+    assert (checkout / "results" / "f" / f"{later}.json").exists()

@@ -1,0 +1,137 @@
+"""One stretch of work on the CPU study table (docs/results/study-fp32-cpu.md): train, one run at a time on every
+core, the runs its footings have not published yet, continuing any that a stopped stretch left.
+
+    nohup .venv/bin/python scripts/study_stretch.py >> ~/bloodcls-outputs/stretch.log 2>&1 &
+    .venv/bin/python scripts/study_stretch.py --dry-run        # what it would do, and why
+
+Each stretch starts with this one command, on a rebuilt machine as on a kept one. It creates what a rebuild takes
+away (the worktree at the footing's commit, its `outputs` link, the data), then walks QUEUE in order: a run with a
+record in results/ is done; a run folder with results.json waits for its publishing; one with a last.ckpt
+continues (`train.py resume=`); anything else starts as a one-job sweep named <prefix>_<experiment>_s<seed>_<time>.
+One run at a time on all cores (threads=usable CPUs), not one single-thread job per core: a 128 px fp32 run then
+takes about two hours, within a stretch, where two runs side by side took a stretch and a half each, and the
+machine was rebuilt under them (stretch 6). scripts/publish_watch.sh publishes each finished run and commits it:
+
+    nohup scripts/publish_watch.sh 'outputs/sweeps/study_fp32_cpu*:results/study-fp32-cpu' \
+        'outputs/sweeps/running_bn_fp32_cpu*:results/study-running_bn-fp32-cpu' >> publish_watch.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMIT = "272a52c"  # the footings' commit: their runs all train on this code
+SEEDS = (0, 1, 2)
+# The footings' own overrides (results/<footing>/footing.json), jobs and threads aside
+COMMON = ["trainer.precision=32-true", "data.channels_last=true", "logger=csv", "trainer.enable_progress_bar=false"]
+STUDY = ("study-fp32-cpu", "study_fp32_cpu", [])
+OLD = ("study-running_bn-fp32-cpu", "running_bn_fp32_cpu", ["+ablation=running_bn"])
+# (footing, sweep-name prefix, extra overrides, experiment), in the order they train: every experiment each
+# footing.json plans (baseline_64 is published on both), the 128 px choice's pairs (old recipe against new) first,
+# then the rows without a figure on this recipe
+QUEUE = [(*OLD, "baseline_64"), (*STUDY, "baseline_64"), (*OLD, "baseline_aug"), (*STUDY, "baseline_aug"), (*STUDY, "baseline_128"), (*OLD, "baseline_128"),
+         (*STUDY, "skip"), (*STUDY, "hybrid"), (*STUDY, "unet"), (*STUDY, "inception")]
+
+
+def run_folder(out: Path, prefix: str, experiment: str, seed: int) -> Path | None:
+    """The newest run folder of this run under any sweep of the prefix (the one a stopped stretch left)."""
+    found = sorted((out / "sweeps").glob(f"{prefix}*/runs/*_{experiment}_s{seed}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def alive(folder: Path) -> bool:
+    """Whether the training process status.json names still runs (another stretch's, on this machine; a pid
+    reused by another program after a reboot does not count)."""
+    try:
+        status = json.loads((folder / "status.json").read_text())
+        cmdline = Path(f"/proc/{int(status['pid'])}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return False
+    return status.get("status") == "running" and b"train.py" in cmdline
+
+
+def live_folders(out: Path) -> list[Path]:
+    """Run folders of QUEUE's sweeps whose process is alive."""
+    prefixes = {prefix for _, prefix, _, _ in QUEUE}
+    return [f for p in prefixes for f in (out / "sweeps").glob(f"{p}*/runs/*") if alive(f)]
+
+
+def plan(results: Path, out: Path, threads: int, stamp: str) -> list[tuple[str, list[str] | None]]:
+    """(what and why, the command in the runner) for every run of QUEUE, in order; the command is None for a run
+    with nothing to do here, [] for one training now in another process."""
+    steps: list[tuple[str, list[str] | None]] = []
+    for footing, prefix, extra, experiment in QUEUE:
+        for seed in SEEDS:
+            name = f"{footing}: {experiment} seed {seed}"
+            if (results / footing / f"{experiment}_s{seed}.json").is_file():
+                steps.append((f"{name}: published", None))
+                continue
+            folder = run_folder(out, prefix, experiment, seed)
+            if folder is not None and (folder / "results.json").is_file():
+                steps.append((f"{name}: finished in {folder}, to be published", None))
+            elif folder is not None and alive(folder):
+                steps.append((f"{name}: training now in {folder}", []))  # [] : wait for it
+            elif folder is not None and (folder / "checkpoints" / "last.ckpt").is_file():
+                steps.append((f"{name}: continues {folder}",
+                              ["train.py", f"resume={folder}", f"threads={threads}"]))
+            else:
+                steps.append((f"{name}: starts", [
+                    "sweep.py", f"experiments=[{experiment}]", f"seeds=[{seed}]", "jobs=1", f"threads={threads}",
+                    *COMMON, *extra, f"name={prefix}_{experiment}_s{seed}_{stamp}"]))
+    return steps
+
+
+def prepare(runner: Path, out: Path) -> None:
+    """What a rebuilt machine lacks: the runner worktree at COMMIT, its outputs link, the data."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not runner.exists():
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
+        subprocess.run(["git", "worktree", "add", str(runner), COMMIT], cwd=REPO, check=True)
+    if not (runner / "outputs").exists():
+        (runner / "outputs").symlink_to(out)
+    subprocess.run(["make", "data"], cwd=REPO, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runner", type=Path, default=Path.home() / "runner")
+    parser.add_argument("--out", type=Path, default=Path.home() / "bloodcls-outputs")
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M}"
+    if args.dry_run:
+        for why, cmd in plan(args.results, args.out, args.threads, stamp):
+            print(why + (f"\n    {' '.join(cmd)}" if cmd else ""))
+        return 0
+    prepare(args.runner, args.out)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    while True:  # re-planned after every run: a run published meanwhile, or left by another stretch, is skipped
+        todo = [(why, cmd) for why, cmd in plan(args.results, args.out, args.threads, stamp) if cmd is not None]
+        if not todo:
+            print("[stretch] nothing left to train", flush=True)
+            return 0
+        if live := [why for why, cmd in todo if cmd == []]:  # one run at a time: wait for the one training
+            print(f"[stretch] waiting: {live[0]}", flush=True)
+            while any(alive(folder) for folder in live_folders(args.out)):
+                time.sleep(60)
+            continue
+        why, cmd = todo[0]
+        print(f"[stretch] {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} {why}", flush=True)
+        code = subprocess.run([sys.executable, *cmd], cwd=args.runner, env=env).returncode
+        if code != 0:
+            print(f"[stretch] {' '.join(cmd)} exited with {code}; stopping (its log says why)", flush=True)
+            return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
