@@ -95,8 +95,7 @@ def test_precise_bn_run_checkpoints_and_tests_with_the_recomputed_statistics(whe
     # The best checkpoint's statistics are the exact ones for its weights: recomputing them again over
     # the training split (as the callback does) leaves them where they are.
     ckpt = run_checkpoint(tmp_path)
-    # in the memory layout the run trained in (channels_last where data.channels_last=auto chose it): the other
-    # layout's convolution kernels sum in another order, which moves the variances by ~1e-4
+    # in the memory layout the run trained in (channels_last where data.channels_last=auto chose it)
     layout = bool(results["compute"]["channels_last"])
     net = load_trained(ckpt).net
     net = net.to(memory_format=torch.channels_last) if layout else net
@@ -108,13 +107,22 @@ def test_precise_bn_run_checkpoints_and_tests_with_the_recomputed_statistics(whe
         images = dm.splits[split][0]
         return (dm.prepare_batch(images[i:i + 256], train=False) for i in range(0, len(images), 256))
 
+    def worst(stats) -> float:
+        """The largest difference from ``saved``, in units of the tolerance (above 1: not the same statistics)."""
+        return max(float(((now - then).abs() / (5e-4 + 2e-3 * then.abs())).max())
+                   for (mean, var), (mean0, var0) in zip(stats, saved, strict=True)
+                   for now, then in ((mean, mean0), (var, var0)))
+
     with torch.no_grad():  # the test was scored with the checkpoint as it is on disk now
         predictions = torch.cat([net.eval()(x) for x in eval_batches("test")]).argmax(1)
     assert (predictions == dm.splits["test"][1].view(-1)).float().mean().item() == pytest.approx(results["test"]["acc"])
+    # The callback sums the same images in another order (its stratified sample), and on another processor the
+    # kernels differ: variances then move by up to ~5e-4 relative (AVX512), so the tolerance is 2e-3 relative. It
+    # still tells statistics apart: those of the 80 test images, from the same distribution, miss it by far.
+    recompute_batchnorm(net, eval_batches("test"))
+    assert worst([(m.running_mean.clone(), m.running_var.clone()) for m in _norms(net)]) > 3
     recompute_batchnorm(net, eval_batches("train"))
-    for (mean, var), m in zip(saved, _norms(net), strict=True):
-        torch.testing.assert_close(m.running_mean, mean, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(m.running_var, var, atol=1e-4, rtol=1e-4)
+    assert worst([(m.running_mean, m.running_var) for m in _norms(net)]) <= 1
     assert torch.load(ckpt, weights_only=True).get("precise_batchnorm") is (True if when == "test" else None)
 
 
