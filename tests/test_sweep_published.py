@@ -93,3 +93,15 @@ def test_a_sweep_trains_only_what_its_footing_has_not_published(reference_run, s
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 completed (kept), 0 to continue from their last checkpoint, 1 to start" in proc.stdout
     assert sorted(p.name for p in (sweep / "runs").iterdir() if p.is_dir()) == ["0_baseline_64_s1", "1_baseline_64_s2"]
+
+
+def test_a_sweep_whose_every_job_is_published_trains_nothing_and_says_so(reference_run, synthetic_root, tmp_path):
+    footing = footing_with(reference_run, tmp_path, [0])
+    proc = run_cli("sweep.py", *TINY, "seeds=[0]", f"published={footing}", "trainer.precision=32-true", "name=done",
+                   f"data.root={synthetic_root}", f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 of them already published in" in proc.stdout and "nothing left to train" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    sweep = tmp_path / "sweeps" / "done"
+    assert not any((sweep / "runs").glob("*_baseline_64_s*"))  # nothing trained
+    assert "0 of 0 jobs finished" in (sweep / "report.md").read_text()

@@ -83,7 +83,8 @@ def run_training(settings: DictConfig, overrides: list[str], sweep_dir: Path, lo
     t0 = time.perf_counter()
     if left:
         print(f"[sweep] {left} of them already published in {settings.published}: not trained again "
-              f"({', '.join(f'{e} seed {s}' for e, s in sorted(published_jobs(plan)))})", flush=True)
+              f"({', '.join(f'{e} seed {s}' for e, s in sorted(published_jobs(plan)))})"
+              + ("; nothing left to train" if left == job_count(settings) else ""), flush=True)
         codes = train_jobs(sweep_dir, plan, settings, overrides, record=False)
         returncode = 0 if all(code == 0 for code in codes) else 1
     else:
