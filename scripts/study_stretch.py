@@ -22,23 +22,36 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # bloodcls from this checkout, as `python scripts/...` runs it
+
+from bloodcls.runs.status import read_status, still_running  # noqa: E402
+
 COMMIT = "272a52c"  # the footings' commit: their runs all train on this code
-SEEDS = (0, 1, 2)
-# The footings' own overrides (results/<footing>/footing.json), jobs and threads aside
-COMMON = ["trainer.precision=32-true", "data.channels_last=true", "logger=csv", "trainer.enable_progress_bar=false"]
-STUDY = ("study-fp32-cpu", "study_fp32_cpu", [])
-OLD = ("study-running_bn-fp32-cpu", "running_bn_fp32_cpu", ["+ablation=running_bn"])
-# (footing, sweep-name prefix, extra overrides, experiment), in the order they train: every experiment each
-# footing.json plans (baseline_64 is published on both), the 128 px choice's pairs (old recipe against new) first,
-# then the rows without a figure on this recipe
-QUEUE = [(*OLD, "baseline_64"), (*STUDY, "baseline_64"), (*OLD, "baseline_aug"), (*STUDY, "baseline_aug"), (*STUDY, "baseline_128"), (*OLD, "baseline_128"),
-         (*STUDY, "skip"), (*STUDY, "hybrid"), (*STUDY, "unet"), (*STUDY, "inception")]
+STUDY, OLD = "study-fp32-cpu", "study-running_bn-fp32-cpu"
+# (footing, experiment) in the order they train: every experiment each footing.json plans (baseline_64 is
+# published on both), the 128 px choice's pairs (old recipe against new) first, then the rows without a figure on
+# this recipe
+QUEUE = [(OLD, "baseline_64"), (STUDY, "baseline_64"), (OLD, "baseline_aug"), (STUDY, "baseline_aug"),
+         (STUDY, "baseline_128"), (OLD, "baseline_128"), (STUDY, "skip"), (STUDY, "hybrid"), (STUDY, "unet"),
+         (STUDY, "inception")]
+# What a footing's sweep command sets for the sweep as a whole; the stretch sets these per run itself
+PER_SWEEP = ("experiments", "seeds", "jobs", "threads", "name")
+
+
+def footing_command(results: Path, footing: str) -> tuple[str, list[int], list[str]]:
+    """(sweep-name prefix, seeds, training overrides) from the footing's own sweep command in its footing.json,
+    the one home of how its runs train."""
+    spec = json.loads((results / footing / "footing.json").read_text())
+    args = shlex.split(spec["sweep"])[2:]  # after `python sweep.py`
+    name = next(a.split("=", 1)[1] for a in args if a.startswith("name="))
+    return name, list(spec["seeds"]), [a for a in args if a.split("=", 1)[0] not in PER_SWEEP]
 
 
 def run_folder(out: Path, prefix: str, experiment: str, seed: int) -> Path | None:
@@ -48,19 +61,13 @@ def run_folder(out: Path, prefix: str, experiment: str, seed: int) -> Path | Non
 
 
 def alive(folder: Path) -> bool:
-    """Whether the training process status.json names still runs (another stretch's, on this machine; a pid
-    reused by another program after a reboot does not count)."""
-    try:
-        status = json.loads((folder / "status.json").read_text())
-        cmdline = Path(f"/proc/{int(status['pid'])}/cmdline").read_bytes()
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return False
-    return status.get("status") == "running" and b"train.py" in cmdline
+    """Whether the training process the run's status.json names still runs on this machine."""
+    return still_running(read_status(folder) or {}) is not None
 
 
-def live_folders(out: Path) -> list[Path]:
+def live_folders(results: Path, out: Path) -> list[Path]:
     """Run folders of QUEUE's sweeps whose process is alive."""
-    prefixes = {prefix for _, prefix, _, _ in QUEUE}
+    prefixes = {footing_command(results, footing)[0] for footing in {f for f, _ in QUEUE}}
     return [f for p in prefixes for f in (out / "sweeps").glob(f"{p}*/runs/*") if alive(f)]
 
 
@@ -68,8 +75,9 @@ def plan(results: Path, out: Path, threads: int, stamp: str) -> list[tuple[str, 
     """(what and why, the command in the runner) for every run of QUEUE, in order; the command is None for a run
     with nothing to do here, [] for one training now in another process."""
     steps: list[tuple[str, list[str] | None]] = []
-    for footing, prefix, extra, experiment in QUEUE:
-        for seed in SEEDS:
+    for footing, experiment in QUEUE:
+        prefix, seeds, overrides = footing_command(results, footing)
+        for seed in seeds:
             name = f"{footing}: {experiment} seed {seed}"
             if (results / footing / f"{experiment}_s{seed}.json").is_file():
                 steps.append((f"{name}: published", None))
@@ -85,7 +93,7 @@ def plan(results: Path, out: Path, threads: int, stamp: str) -> list[tuple[str, 
             else:
                 steps.append((f"{name}: starts", [
                     "sweep.py", f"experiments=[{experiment}]", f"seeds=[{seed}]", "jobs=1", f"threads={threads}",
-                    *COMMON, *extra, f"name={prefix}_{experiment}_s{seed}_{stamp}"]))
+                    *overrides, f"name={prefix}_{experiment}_s{seed}_{stamp}"]))
     return steps
 
 
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if live := [why for why, cmd in todo if cmd == []]:  # one run at a time: wait for the one training
             print(f"[stretch] waiting: {live[0]}", flush=True)
-            while any(alive(folder) for folder in live_folders(args.out)):
+            while any(alive(folder) for folder in live_folders(args.results, args.out)):
                 time.sleep(60)
             continue
         why, cmd = todo[0]

@@ -2,6 +2,8 @@
 
 import json
 import runpy
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -11,11 +13,14 @@ SCRIPT = runpy.run_path(str(REPO / "scripts" / "study_stretch.py"))
 
 
 def test_the_queue_covers_every_planned_run_of_its_footings():
-    for footing in {q[0] for q in SCRIPT["QUEUE"]}:
+    for footing in {f for f, _ in SCRIPT["QUEUE"]}:
         spec = json.loads((REPO / "results" / footing / "footing.json").read_text())
-        assert sorted(q[3] for q in SCRIPT["QUEUE"] if q[0] == footing) == sorted(spec["experiments"])
-        assert list(SCRIPT["SEEDS"]) == spec["seeds"]
-        assert all(o in spec["sweep"] for o in SCRIPT["COMMON"])  # the footing's own overrides
+        assert sorted(e for f, e in SCRIPT["QUEUE"] if f == footing) == sorted(spec["experiments"])
+        prefix, seeds, overrides = SCRIPT["footing_command"](REPO / "results", footing)
+        assert seeds == spec["seeds"] and f"name={prefix}" in spec["sweep"]
+        # the footing's own overrides, the precision pinned, and nothing the stretch sets per run
+        assert "trainer.precision=32-true" in overrides and all(o in spec["sweep"] for o in overrides)
+        assert not [o for o in overrides if o.split("=")[0] in ("experiments", "seeds", "jobs", "threads", "name")]
 
 
 def _run(out, sweep, name, path, text):
@@ -28,17 +33,19 @@ def _run(out, sweep, name, path, text):
 
 def test_published_finished_live_and_stopped_runs_each_get_their_step(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    (results / "study-fp32-cpu").mkdir(parents=True)
+    for footing in ("study-fp32-cpu", "study-running_bn-fp32-cpu"):  # the footings' own sweep commands
+        (results / footing).mkdir(parents=True)
+        shutil.copy(REPO / "results" / footing / "footing.json", results / footing)
     for seed in (0, 1, 2):
         (results / "study-fp32-cpu" / f"baseline_64_s{seed}.json").write_text("{}")
     (results / "study-fp32-cpu" / "baseline_aug_s0.json").write_text("{}")
     _run(out, "study_fp32_cpu_a", "0_baseline_aug_s1", "results.json", "{}")
     stopped = _run(out, "study_fp32_cpu_b", "0_baseline_aug_s2", "checkpoints/last.ckpt", "x")
-    # a process whose command line names train.py, as a training job's does
+    # a live process on this host, as a training job is
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train.py"])
     try:
         live = _run(out, "running_bn_fp32_cpu_a", "0_baseline_64_s0", "status.json",
-                    json.dumps({"status": "running", "pid": job.pid}))
+                    json.dumps({"status": "running", "pid": job.pid, "host": socket.gethostname()}))
         steps = dict(SCRIPT["plan"](results, out, 2, "T"))
     finally:
         job.kill()

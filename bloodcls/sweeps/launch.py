@@ -114,15 +114,16 @@ def resume_training(settings: DictConfig, given: list[str], overrides: list[str]
     jobs_setting = settings.get("jobs", "auto") if "jobs" in given else plan.get("jobs", "auto")
     whole = OmegaConf.merge(settings, {"experiments": plan["experiments"], "seeds": plan["seeds"],
                                        "folds": plan.get("folds"), "jobs": jobs_setting, "published": footing})
-    codes = train_jobs(sweep_dir, plan, whole, list(plan.get("overrides") or []), record=True)
+    job_overrides = list(plan.get("overrides") or [])
+    check_job_configs(whole, job_overrides)
+    codes = train_jobs(sweep_dir, plan, whole, job_overrides, record=True)
     return 0 if all(code == 0 for code in codes) else 1
 
 
 def train_jobs(sweep_dir: Path, plan: dict[str, Any], whole: DictConfig, job_overrides: list[str],
                record: bool) -> list[int]:
-    """Keep, continue or start each job of the plan, ``jobs`` at a time; ``record``: note it in the plan's
-    ``resumes``. Returns the exit codes of the jobs it ran."""
-    check_job_configs(whole, job_overrides)
+    """Keep, continue or start each job of the plan (its configs checked by the caller), ``jobs`` at a time;
+    ``record``: note it in the plan's ``resumes``. Returns the exit codes of the jobs it ran."""
     planned = inventory(sweep_dir, plan)
     jobs = max(1, min(concurrent_jobs(whole, job_overrides), sum(j.state != DONE for j in planned)))
     threads = ([f"threads={max(1, usable_cpus() // jobs)}"]

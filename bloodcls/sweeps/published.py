@@ -36,9 +36,14 @@ def leave_to_footing(plan: dict[str, Any], footing: str | Path, sweep_dir: Path)
     return {**plan, "published": {"footing": str(footing), "jobs": [list(job) for job in left]}}
 
 
-def check_matches_footing(footing: str | Path, cfg: DictConfig, device: str) -> None:
+def check_matches_footing(footing: str | Path, cfgs: list[DictConfig], device: str) -> None:
     """Refuse jobs whose recipe, training precision or kind of device differ from the footing's."""
     spec = load_footing(footing).identity()
+    for cfg in cfgs:
+        _check_one(footing, spec, cfg, device)
+
+
+def _check_one(footing: str | Path, spec: dict[str, Any], cfg: DictConfig, device: str) -> None:
     have = {"recipe": cfg.get("recipe_name"), "precision": cfg.trainer.get("precision"), "device": device}
     differ = [key for key in have if spec.get(key) is not None and _label(key, spec[key]) != _label(key, have[key])]
     if differ:

@@ -108,14 +108,16 @@ def check_job_configs(settings: DictConfig, overrides: list[str]) -> None:
 
     job_overrides = [o for o in overrides if not override_key(o).startswith("hydra")]
     folds = check_folds(settings.get("folds"), job_overrides)
+    cfgs = []
     for exp in settings.experiments:
         cfg = _compose_job(exp, [f"seed={settings.seeds[0]}", *job_overrides])
         if folds:  # on the data config without folds first: data.folds= does not compose on BloodMNIST's
             check_folder_data(folds, cfg)
             cfg = _compose_job(exp, [f"seed={settings.seeds[0]}", *job_overrides, *fold_overrides(folds, 0)])
         check_config(cfg)
-        if settings.get("published"):
-            check_matches_footing(settings.published, cfg, "cpu" if on_cpu(overrides) else "gpu")
+        cfgs.append(cfg)
+    if settings.get("published"):
+        check_matches_footing(settings.published, cfgs, "cpu" if on_cpu(overrides) else "gpu")
 
 
 def _compose_job(exp: str, overrides: list[str]) -> DictConfig:
