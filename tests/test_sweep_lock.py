@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bloodcls.runs.status import process_started
 from bloodcls.sweeps.jobs import CONTINUE, inventory
 from bloodcls.sweeps.launch import main as sweep_main
-from bloodcls.sweeps.lock import HEARTBEAT_S, STALE_AFTER_S, SweepLock, SweepLocked, process_started
+from bloodcls.sweeps.lock import HEARTBEAT_S, STALE_AFTER_S, SweepLock, SweepLocked
 from tests.helpers import REPO, no_data, run_cli
 
 HERE = socket.gethostname()

@@ -49,14 +49,34 @@ def still_running(status: dict[str, Any]) -> int | None:
     """The pid of the process that recorded ``status`` if it is still alive on this machine, else None.
 
     A run killed without warning (SIGKILL, out of memory, power loss) stays "running" in its
-    status.json; this tells it apart from a run that really is still going.
+    status.json; this tells it apart from a run that really is still going, and from a younger process that
+    was given the same pid since (after a reboot pids start again from low numbers).
     """
     pid = status.get("pid")
     if status.get("status") != RUNNING or status.get("host") != socket.gethostname() or not isinstance(pid, int):
         return None
-    if pid == os.getpid():
+    if pid == os.getpid() or not process_alive(pid):
         return None
-    return pid if process_alive(pid) else None
+    resumes = status.get("resumes") or []
+    recorded = resumes[-1].get("at") if resumes and isinstance(resumes[-1], dict) else status.get("started_at")
+    started = process_started(pid)
+    try:
+        when = dt.datetime.fromisoformat(str(recorded)).timestamp()
+    except ValueError:
+        return pid
+    # A process that started after the run recorded itself got the number later (after a reboot, say).
+    return None if started is not None and started > when + 5.0 else pid
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                    if ln.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time in clock ticks
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
 
 
 def process_alive(pid: int) -> bool:

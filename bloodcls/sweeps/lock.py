@@ -27,7 +27,7 @@ from typing import Any
 from bloodcls.common.rundir import read_json, write_json
 from bloodcls.common.sweepdir import LOCK_FILE
 from bloodcls.errors import UserError
-from bloodcls.runs.status import process_alive
+from bloodcls.runs.status import process_alive, process_started
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,6 @@ def _age_s(stamp: Any, path: Path) -> float:
         return (_now() - then).total_seconds()
     except ValueError:
         return _now().timestamp() - path.stat().st_mtime
-
-
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), from /proc; None where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
-                    if ln.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time in clock ticks
-    except (OSError, IndexError, ValueError, StopIteration):
-        return None
 
 
 def holder_of(record: dict[str, Any] | None, path: Path, stale_after_s: float = STALE_AFTER_S) -> str | None:
