@@ -85,7 +85,10 @@ def test_a_sweep_trains_only_what_its_footing_has_not_published(reference_run, s
     assert sorted(p.name for p in (sweep / "runs").iterdir() if p.is_dir()) == ["0_baseline_64_s1"]
     report = (sweep / "report.md").read_text()
     assert "1 of 1 jobs finished" in report and "published before this sweep started them" in report
-    assert json.loads((sweep / "sweep.json").read_text())["published"]["jobs"] == [["baseline_64", 0]]
+    plan = json.loads((sweep / "sweep.json").read_text())
+    assert plan["published"]["jobs"] == [["baseline_64", 0]]
+    assert plan["command"] is None and len(plan["commands"]) == 1  # what ran, not the multirun it would have run
+    assert "train.py" in plan["commands"][0] and "seed=1" in plan["commands"][0] and "seed=0" not in plan["commands"][0]
     assert publish(sweep / "runs" / "0_baseline_64_s1", footing)[1] == "written"  # it belongs to the footing
 
     # the resume keeps the footing: seed 0 stays left to it, seed 1 is the sweep's (kept), seed 2 is added

@@ -1,8 +1,9 @@
 """What a sweep folder holds, by name, and the jobs its plan names: the one module that spells them, so the sweep
 that writes the folder (bloodcls.sweeps) and the report that reads it (bloodcls.analysis) share one spelling.
 
-    <sweep>/sweep.json                  the plan: experiments, seeds, folds, overrides, command, resumes, and the
-                                        jobs left to a footing of published runs (``published``)
+    <sweep>/sweep.json                  the plan: experiments, seeds, folds, overrides, command (the multirun; null
+                                        when jobs were left to a footing of published runs, ``published``: then
+                                        ``commands`` holds the train.py command of each job it ran), resumes
     <sweep>/sweep.lock                  host, pid, start and heartbeat of the process running the sweep
     <sweep>/jobs.txt                    one status line per planned job, rewritten while the sweep runs
     <sweep>/runs/<n>_<run name>/        every job's run folder (its files: common/rundir.py)

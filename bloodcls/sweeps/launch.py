@@ -133,7 +133,8 @@ def train_jobs(sweep_dir: Path, plan: dict[str, Any], whole: DictConfig, job_ove
         record_resume(sweep_dir, plan, todo)
         print(f"[sweep] resuming {sweep_dir}: {describe(todo, planned)}"
               f"{f', {jobs} at a time' if len(todo) > 1 else ''}", flush=True)
-    else:
+    else:  # a fresh sweep that left jobs to a footing: these commands ran, not the multirun it would have started
+        plan.update(command=None, commands=[shlex.join(cmd) for _, cmd in todo])
         write_json(sweep_dir / PLAN_FILE, plan)
 
     def on_start(i: int) -> None:
