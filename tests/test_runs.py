@@ -307,22 +307,3 @@ def test_interrupted_message_names_the_checkpoint_inside_the_run_folder_as_given
     # the epoch as the progress lines count it: current_epoch 3 is the fourth, after three finished
     assert "elsewhere" not in message and "during epoch 4 (3 finished)" in message
 
-
-def test_a_younger_process_with_the_recorded_pid_is_not_the_run(tmp_path):
-    """After a reboot the run's pid can name another process: one that started after the run recorded itself."""
-    from bloodcls.runs.status import now_iso, process_started, still_running
-
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        if process_started(proc.pid) is None:
-            pytest.skip("needs /proc to tell when a process started")
-        hour_ago = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3600))
-        status = {"status": "running", "host": socket.gethostname(), "pid": proc.pid, "started_at": now_iso()}
-        assert still_running(status) == proc.pid  # recorded by this very process, just now
-        assert still_running({**status, "started_at": hour_ago}) is None  # recorded an hour before it started
-        resumed = {**status, "started_at": hour_ago, "resumes": [{"at": now_iso(), "from": "last.ckpt"}]}
-        assert still_running(resumed) == proc.pid  # a resume recorded by it just now: the latest record counts
-        assert still_running({**status, "started_at": "not a time"}) == proc.pid  # unknown: trust the pid
-    finally:
-        proc.kill()
-        proc.wait()

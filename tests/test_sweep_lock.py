@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bloodcls.runs.status import process_started
+from bloodcls.runs.status import now_iso, process_started, still_running
 from bloodcls.sweeps.jobs import CONTINUE, inventory
 from bloodcls.sweeps.launch import main as sweep_main
 from bloodcls.sweeps.lock import HEARTBEAT_S, STALE_AFTER_S, SweepLock, SweepLocked
@@ -166,3 +166,15 @@ def test_the_guide_states_the_lock_as_the_code_keeps_it():
     guide = (REPO / "docs" / "guide" / "sweeps.md").read_text()
     assert f"rewritten every {HEARTBEAT_S:.0f} s while it runs" in guide
     assert guide.count(f"{STALE_AFTER_S / 60:.0f} minutes") >= 3  # refusal, takeover, clearing by hand
+
+
+@pytest.mark.skipif(process_started(os.getpid()) is None, reason="needs /proc to tell when a process started")
+def test_a_younger_process_with_a_runs_recorded_pid_is_not_the_run(sleeper):
+    """The same rule for one run's status.json (a job of a sweep): after a reboot its pid can name another process."""
+    hour_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).isoformat(timespec="seconds")
+    status = {"status": "running", "host": HERE, "pid": sleeper.pid, "started_at": now_iso()}
+    assert still_running(status) == sleeper.pid  # recorded by this very process, just now
+    assert still_running({**status, "started_at": hour_ago}) is None  # recorded an hour before it started
+    resumed = {**status, "started_at": hour_ago, "resumes": [{"at": now_iso(), "from": "last.ckpt"}]}
+    assert still_running(resumed) == sleeper.pid  # continued by it just now: the latest record counts
+    assert still_running({**status, "started_at": "not a time"}) == sleeper.pid  # unknown: trust the pid
