@@ -8,9 +8,12 @@ Each stretch starts with this one command, on a rebuilt machine as on a kept one
 away (the worktree at the footing's commit, its `outputs` link, the data), then walks QUEUE in order: a run with a
 record in results/ is done; a run folder with results.json waits for its publishing; one with a last.ckpt
 continues (`train.py resume=`); anything else starts as a one-job sweep named <prefix>_<experiment>_s<seed>_<time>.
-One run at a time on all cores (threads=usable CPUs), not one single-thread job per core: a 128 px fp32 run then
-takes about two hours, within a stretch, where two runs side by side took a stretch and a half each, and the
-machine was rebuilt under them (stretch 6). scripts/publish_watch.sh publishes each finished run and commits it:
+How many runs train side by side (--lanes, the cores shared out among them) is chosen by what was measured on each
+kind of processor, 128 px fp32 epochs (docs/results/study-fp32-cpu.md): where torch's kernels use AVX512, two
+threads on one run are about twice one (232–269 s/epoch alone, 486–521 s per run side by side), so one run at a
+time on every core finishes each run within a stretch at the same throughput; on AVX2 only, two threads on one run
+are barely faster than one (437 s/epoch alone, 484–525 s per run side by side), so one run per core trains 1.7x as
+many epochs an hour. scripts/publish_watch.sh publishes each finished run and commits it:
 
     nohup scripts/publish_watch.sh 'outputs/sweeps/study_fp32_cpu*:results/study-fp32-cpu' \
         'outputs/sweeps/running_bn_fp32_cpu*:results/study-running_bn-fp32-cpu' >> publish_watch.log 2>&1 &
@@ -32,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bloodcls from this checkout, as `python scripts/...` runs it
 
 from bloodcls.runs.status import read_status, still_running  # noqa: E402
+from bloodcls.training.compute import cpu_capability  # noqa: E402
 
 COMMIT = "272a52c"  # the footings' commit: their runs all train on this code
 STUDY, OLD = "study-fp32-cpu", "study-running_bn-fp32-cpu"
@@ -43,6 +47,7 @@ QUEUE = [(OLD, "baseline_64"), (STUDY, "baseline_64"), (OLD, "baseline_aug"), (S
          (STUDY, "inception")]
 # What a footing's sweep command sets for the sweep as a whole; the stretch sets these per run itself
 PER_SWEEP = ("experiments", "seeds", "jobs", "threads", "name")
+POLL_S = 60.0  # how often a full set of lanes is looked at again
 
 
 def footing_command(results: Path, footing: str) -> tuple[str, list[int], list[str]]:
@@ -108,37 +113,59 @@ def prepare(runner: Path, out: Path) -> None:
     subprocess.run(["make", "data"], cwd=REPO, check=True)
 
 
+def auto_lanes(cpus: int) -> int:
+    """Runs side by side by default: one on every core where AVX512 kernels scale to two threads, else one a core."""
+    return 1 if cpu_capability().startswith("AVX512") else max(1, cpus)
+
+
+def run_key(why: str) -> str:
+    """"<footing>: <experiment> seed <n>", the run a plan step is about."""
+    return ": ".join(why.split(": ")[:2])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runner", type=Path, default=Path.home() / "runner")
     parser.add_argument("--out", type=Path, default=Path.home() / "bloodcls-outputs")
     parser.add_argument("--results", type=Path, default=REPO / "results")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--lanes", type=int, help="runs side by side (default: by processor, see above)")
+    parser.add_argument("--threads", type=int, help="threads per run (default: the cores shared among the lanes)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
+    cpus = len(os.sched_getaffinity(0))
+    lanes = args.lanes or auto_lanes(cpus)
+    threads = args.threads or max(1, cpus // lanes)
     stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M}"
     if args.dry_run:
-        for why, cmd in plan(args.results, args.out, args.threads, stamp):
+        print(f"{lanes} run(s) side by side, {threads} thread(s) each ({cpu_capability()}, {cpus} cores)")
+        for why, cmd in plan(args.results, args.out, threads, stamp):
             print(why + (f"\n    {' '.join(cmd)}" if cmd else ""))
         return 0
     prepare(args.runner, args.out)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    while True:  # re-planned after every run: a run published meanwhile, or left by another stretch, is skipped
-        todo = [(why, cmd) for why, cmd in plan(args.results, args.out, args.threads, stamp) if cmd is not None]
-        if not todo:
-            print("[stretch] nothing left to train", flush=True)
-            return 0
-        if live := [why for why, cmd in todo if cmd == []]:  # one run at a time: wait for the one training
-            print(f"[stretch] waiting: {live[0]}", flush=True)
-            while any(alive(folder) for folder in live_folders(args.results, args.out)):
-                time.sleep(60)
-            continue
-        why, cmd = todo[0]
-        print(f"[stretch] {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} {why}", flush=True)
-        code = subprocess.run([sys.executable, *cmd], cwd=args.runner, env=env).returncode
-        if code != 0:
-            print(f"[stretch] {' '.join(cmd)} exited with {code}; stopping (its log says why)", flush=True)
-            return code
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    mine: dict[str, subprocess.Popen] = {}  # the runs this process started, by run_key, while they train
+    failed = 0
+    while True:  # re-planned every pass: a run published meanwhile, or left by another stretch, is skipped
+        for key, proc in list(mine.items()):
+            if proc.poll() is not None:
+                del mine[key]
+                if proc.returncode != 0:
+                    print(f"[stretch] {key}: exited with {proc.returncode}; starting no more (its log says why)",
+                          flush=True)
+                    failed = failed or proc.returncode
+        steps = [(run_key(why), why, cmd) for why, cmd in plan(args.results, args.out, threads, stamp)
+                 if cmd is not None]
+        elsewhere = [why for key, why, cmd in steps if cmd == [] and key not in mine]  # another process trains it
+        ready = [(key, why, cmd) for key, why, cmd in steps if cmd and key not in mine]
+        if not mine and not elsewhere and (failed or not ready):
+            print(f"[stretch] {'stopped' if failed else 'nothing left to train'}", flush=True)
+            return failed
+        if not failed and ready and len(mine) + len(elsewhere) < lanes:
+            key, why, cmd = ready[0]
+            print(f"[stretch] {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} {why}", flush=True)
+            mine[key] = subprocess.Popen([sys.executable, *cmd], cwd=args.runner, env=env)
+            continue  # the next lane, if one is free (a run of mine is never started twice: it is keyed in mine)
+        time.sleep(POLL_S)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,30 @@ def test_published_finished_live_and_stopped_runs_each_get_their_step(tmp_path):
     # once its process is gone (a session's end kills it), the run is no longer waited for: it starts again here
     assert SCRIPT["alive"](live) is False
     assert dict(SCRIPT["plan"](results, out, 2, "T"))["study-running_bn-fp32-cpu: baseline_64 seed 0: starts"]
+
+
+def test_lanes_train_that_many_runs_side_by_side_until_none_is_left(tmp_path, monkeypatch):
+    """Each lane takes the next run not yet started; a run this process started is never started twice."""
+    done = tmp_path / "log"
+    done.mkdir()
+    code = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); (d / (sys.argv[2] + '.start')).touch(); "
+            "time.sleep(0.6); (d / (sys.argv[2] + '.end')).touch()")
+
+    def fake_plan(results, out, threads, stamp):
+        return [(f"f: run{i} seed 0: published", None) if (done / f"run{i}.end").exists() else
+                (f"f: run{i} seed 0: starts", ["-c", code, str(done), f"run{i}"]) for i in range(3)]
+
+    main = SCRIPT["main"]
+    for name, value in (("plan", fake_plan), ("prepare", lambda runner, out: None), ("POLL_S", 0.05)):
+        monkeypatch.setitem(main.__globals__, name, value)
+    assert main(["--lanes", "2", "--runner", str(tmp_path), "--out", str(tmp_path)]) == 0
+    spans = [((done / f"run{i}.start").stat().st_mtime, (done / f"run{i}.end").stat().st_mtime) for i in range(3)]
+    assert spans[0][0] < spans[0][1] and spans[1][0] < spans[0][1]  # runs 0 and 1 side by side
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.05  # run 2 waited for a free lane
+
+
+def test_lanes_by_processor_and_the_run_a_step_is_about():
+    main = SCRIPT["main"]
+    lanes = main.__globals__["auto_lanes"](2)
+    assert lanes == (1 if main.__globals__["cpu_capability"]().startswith("AVX512") else 2)
+    assert main.__globals__["run_key"]("study-fp32-cpu: skip seed 2: continues /a/b") == "study-fp32-cpu: skip seed 2"
