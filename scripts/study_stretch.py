@@ -12,8 +12,8 @@ How many runs train side by side (--lanes, the cores shared out among them) is c
 kind of processor, 128 px fp32 epochs (docs/results/study-fp32-cpu.md): where torch's kernels use AVX512, two
 threads on one run are about twice one (232–269 s/epoch alone, 486–521 s per run side by side), so one run at a
 time on every core finishes each run within a stretch at the same throughput; on AVX2 only, two threads on one run
-are barely faster than one (437 s/epoch alone, 484–525 s per run side by side), so one run per core trains 1.7x as
-many epochs an hour. scripts/publish_watch.sh publishes each finished run and commits it:
+are about 1.5x one (432–437 s/epoch alone, 616–723 s per run side by side, stretch 7), so one run per core trains
+about 1.3x as many epochs an hour, and two 128 px runs of 12–15 epochs still finish within a three-hour stretch. scripts/publish_watch.sh publishes each finished run and commits it:
 
     nohup scripts/publish_watch.sh 'outputs/sweeps/study_fp32_cpu*:results/study-fp32-cpu' \
         'outputs/sweeps/running_bn_fp32_cpu*:results/study-running_bn-fp32-cpu' >> publish_watch.log 2>&1 &
