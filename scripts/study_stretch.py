@@ -70,12 +70,6 @@ def alive(folder: Path) -> bool:
     return still_running(read_status(folder) or {}) is not None
 
 
-def live_folders(results: Path, out: Path) -> list[Path]:
-    """Run folders of QUEUE's sweeps whose process is alive."""
-    prefixes = {footing_command(results, footing)[0] for footing in {f for f, _ in QUEUE}}
-    return [f for p in prefixes for f in (out / "sweeps").glob(f"{p}*/runs/*") if alive(f)]
-
-
 def plan(results: Path, out: Path, threads: int, stamp: str) -> list[tuple[str, list[str] | None]]:
     """(what and why, the command in the runner) for every run of QUEUE, in order; the command is None for a run
     with nothing to do here, [] for one training now in another process."""

@@ -306,4 +306,3 @@ def test_interrupted_message_names_the_checkpoint_inside_the_run_folder_as_given
     assert f"{tmp_path / 'outputs' / 'run' / 'checkpoints' / 'last.ckpt'} holds the end" in message
     # the epoch as the progress lines count it: current_epoch 3 is the fourth, after three finished
     assert "elsewhere" not in message and "during epoch 4 (3 finished)" in message
-

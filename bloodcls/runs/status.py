@@ -59,13 +59,19 @@ def still_running(status: dict[str, Any]) -> int | None:
         return None
     resumes = status.get("resumes") or []
     recorded = resumes[-1].get("at") if resumes and isinstance(resumes[-1], dict) else status.get("started_at")
-    started = process_started(pid)
     try:
         when = dt.datetime.fromisoformat(str(recorded)).timestamp()
     except ValueError:
         return pid
-    # A process that started after the run recorded itself got the number later (after a reboot, say).
-    return None if started is not None and started > when + 5.0 else pid
+    return None if started_after(pid, when) else pid
+
+
+def started_after(pid: int, when: float) -> bool:
+    """Whether process ``pid`` started after ``when`` (seconds since the epoch, with 5 s of slack): then it is not
+    the process that wrote a record at ``when`` but a younger one given the same number (after a reboot, say).
+    False where /proc cannot tell."""
+    started = process_started(pid)
+    return started is not None and started > when + 5.0
 
 
 def process_started(pid: int) -> float | None:

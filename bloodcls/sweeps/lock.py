@@ -27,7 +27,7 @@ from typing import Any
 from bloodcls.common.rundir import read_json, write_json
 from bloodcls.common.sweepdir import LOCK_FILE
 from bloodcls.errors import UserError
-from bloodcls.runs.status import process_alive, process_started
+from bloodcls.runs.status import process_alive, started_after
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ def holder_of(record: dict[str, Any] | None, path: Path, stale_after_s: float = 
     if host == socket.gethostname():
         if not isinstance(pid, int) or not process_alive(pid):
             return None
-        started = process_started(pid)
-        taken = _now().timestamp() - _age_s(record.get("started_at"), path)
-        if started is not None and started > taken + 5.0:  # a younger process got the number after a restart
-            return None
+        if started_after(pid, _now().timestamp() - _age_s(record.get("started_at"), path)):
+            return None  # a younger process got the number after a restart
         return f"process {pid} on this host ({host}), since {record.get('started_at')}"
     age = _age_s(record.get("heartbeat_at"), path)
     if age >= stale_after_s:
