@@ -26,6 +26,17 @@ def _assert_png(path: Path) -> None:
         im.verify()
 
 
+def test_the_shared_sweep_stays_on_one_worker(request):
+    """Under `make test` (xdist, --dist loadgroup) every test of the group runs on one worker, so the suite trains
+    tiny_sweep once. pytest 9.2 with pytest-xdist 3.8.0 stopped grouping without a word (pytest-xdist#1386): each
+    worker trained the sweep again, 90 s of the suite's 13 minutes."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not under pytest-xdist --dist loadgroup")
+    assert request.node.nodeid.endswith("@tiny_sweep"), (
+        f"{request.node.nodeid}: pytest-xdist did not group this test; pytest {pytest.__version__} may be one it "
+        "cannot group with (pyproject.toml's dev extra pins pytest below 9.2)")
+
+
 @pytest.mark.slow
 def test_tiny_sweep_reports_mean_and_std(tiny_sweep):
     proc, sweep_dir = tiny_sweep
