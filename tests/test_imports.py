@@ -156,3 +156,16 @@ def test_train_py_reads_its_arguments_before_torch_is_imported():
             "{'torch', 'lightning', 'hydra'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_sweep_and_its_readers_start_without_lightning():
+    """The sweep's parent process only launches, watches and reports (its jobs import Lightning themselves), and
+    reports and tables read run folders: none of them pays for importing Lightning (seconds a process), nor does a
+    bad sweep argument before its one paragraph. Hydra still finds the datamodules by their package names."""
+    code = ("import sys, bloodcls.cli.sweep, bloodcls.sweeps.launch, bloodcls.analysis.report_markdown, "
+            "bloodcls.cli.tables; light = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', "
+            "'pytorch_lightning', 'torchmetrics'}); from hydra.utils import get_class; "
+            "print(light, get_class('bloodcls.data.BloodMNISTDataModule').__name__, "
+            "get_class('bloodcls.data.FolderDataModule').__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] BloodMNISTDataModule FolderDataModule"

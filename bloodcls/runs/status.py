@@ -40,6 +40,17 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def clock(seconds: float | None) -> str:
+    """``1h05m`` / ``4m07s`` / ``12s``: durations in progress lines and sweep status files (here, below the
+    training and the sweeps that both write them)."""
+    if seconds is None:
+        return "?"
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     """The run folder's status record, or None when it has none (or an unreadable one)."""
     return read_json(Path(run_dir) / STATUS_FILE)

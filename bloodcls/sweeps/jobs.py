@@ -20,9 +20,8 @@ import yaml
 from bloodcls.common.files import atomic_write
 from bloodcls.common.rundir import CHECKPOINT_DIR, LAST_CKPT, RESULTS_FILE, RunPaths, job_folders
 from bloodcls.common.sweepdir import JOBS_FILE, RUNS_DIR, SET_ASIDE_DIR, job_label, planned_jobs
-from bloodcls.runs.status import COMPLETED, RUNNING, read_status, still_running
+from bloodcls.runs.status import COMPLETED, RUNNING, clock, read_status, still_running
 from bloodcls.sweeps.folds import override_fold
-from bloodcls.training.progress import clock
 
 # What a planned job needs: nothing (done), to be continued from its last.ckpt, started afresh, or nothing yet
 # because it is still going in another process.

@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bloodcls.common.rundir import RESULTS_FILE, STATUS_FILE, job_folders
-from bloodcls.training.progress import clock
+from bloodcls.runs.status import clock
 
 
 def finished_jobs(sweep_dir: str | Path) -> int:

@@ -18,22 +18,12 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from bloodcls.runs.status import RunRecord, now_iso
+from bloodcls.runs.status import RunRecord, clock, now_iso
 from bloodcls.training.callbacks import History
 
 log = logging.getLogger(__name__)
 RECENT = 5  # epochs whose median wall time estimates the time left: the median, so that one slow epoch (warm-up,
 # a job paused with SIGSTOP while the test suite ran, a resume) does not multiply the estimate
-
-
-def clock(seconds: float | None) -> str:
-    """``1h05m`` / ``4m07s`` / ``12s``: durations in progress lines and sweep status files."""
-    if seconds is None:
-        return "?"
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def _pct(value: float | None) -> str:
