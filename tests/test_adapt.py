@@ -15,7 +15,13 @@ from bloodcls.cli.adapt import main
 from bloodcls.common.checkpoints import ADAPTED_KEY, NET_PREFIX, TRUST_KEY, read_checkpoint
 from bloodcls.data.unlabelled import load_unlabelled
 from bloodcls.errors import UserError
-from bloodcls.inference.adaptation import MIN_IMAGES, adapt_model, adaptation_status, recompute_statistics
+from bloodcls.inference.adaptation import (
+    MIN_IMAGES,
+    SETS_REMOVED,
+    adapt_model,
+    adaptation_status,
+    recompute_statistics,
+)
 from bloodcls.inference.checkpoint import load_trained
 from bloodcls.models.batchnorm import batchnorm_buffers
 from bloodcls.uncertainty.far_ood import far_ood_sets
@@ -108,6 +114,7 @@ def test_the_written_model_differs_from_the_original_only_in_its_statistics_and_
     assert record["gate"]["accepts"] >= 0.5 and record["gate"]["accepts_before"] == 0.0  # the lab, as-is: all refused
     assert not record["forced"] and record["warning"] is None
     assert new[TRUST_KEY]["conformal"] is None and old[TRUST_KEY]["conformal"] is not None
+    assert new[TRUST_KEY]["conformal_tta"] is None and old[TRUST_KEY]["conformal_tta"] is not None  # --tta's too
     kept = ("temperature", "abstain_below", "abstain_below_tta", "ood_threshold")
     assert all(new[TRUST_KEY][k] == old[TRUST_KEY][k] for k in kept)
     assert torch.equal(new[TRUST_KEY]["ood_means"], old[TRUST_KEY]["ood_means"])
@@ -143,6 +150,10 @@ def test_predict_evaluate_calibrate_demo_and_init_from_accept_it_and_say_it_is_a
     assert status["images"] == 96 and status["data"] == str(lab) and not status["recalibrated"]
     assert status["stale"] == ["temperature", "review thresholds", "prediction sets"]
     assert report["results"][0]["prediction_set"] is None and report["set_coverage"] is None  # sets removed
+    assert report["trust"]["unavailable"] == [SETS_REMOVED]  # not "fitted before they existed": why they are gone
+    assert predict([str(adapted), str(image), "--json", "--tta"]) == 0
+    tta = json.loads(capsys.readouterr().out)
+    assert tta["results"][0]["prediction_set"] is None and tta["trust"]["unavailable"] == [SETS_REMOVED]
     assert predict([str(adapted), str(image)]) == 0
     err = capsys.readouterr().err
     assert f"note: this model was adapted to 96 unlabelled images of {lab}" in err and "`bloodcls calibrate`" in err
@@ -233,3 +244,37 @@ def test_bad_output_and_a_model_without_gate(trained_checkpoint, lab, lab_cells,
     clean = write_images(tmp_path / "clean", lab_cells[0])
     err = one_paragraph_exit_2(capsys, [str(bare), str(clean), "--out", str(tmp_path / "y.ckpt")])
     assert "has no trust state, so there is no not-a-cell gate" in err
+
+
+def test_an_adapted_file_that_kept_its_tta_sets_is_read_without_them(trained_checkpoint, adapted, tmp_path):
+    """adapt before 2026-12-08 removed the single-view sets only: --tta still showed "90 %" sets fitted on the
+    statistics adaptation replaced. Such a file is read without them until `bloodcls calibrate` refits the state."""
+    contents = read_checkpoint(adapted)
+    contents[TRUST_KEY]["conformal_tta"] = read_checkpoint(trained_checkpoint)[TRUST_KEY]["conformal_tta"]
+    torch.save(contents, tmp_path / "old_adapt.ckpt")
+    model = load_trained(tmp_path / "old_adapt.ckpt")
+    assert model.trust.conformal_tta is None and model.trust.conformal is None
+    assert load_trained(trained_checkpoint).trust.conformal_tta is not None  # a model never adapted keeps them
+
+
+def test_out_a_folder_writes_a_bundle_with_the_run_s_records(trained_checkpoint, adapted, lab, tmp_path, capsys):
+    from bloodcls.cli.calibrate import main as calibrate
+    from bloodcls.common.checkpoints import read_bundle_config
+
+    folder = tmp_path / "lab_model"
+    assert main([str(trained_checkpoint), str(lab), "--out", str(folder)]) == 0
+    assert f"written: {folder}" in capsys.readouterr().out
+    config = read_bundle_config(folder)
+    assert config["adapted_on"]["images"] == 96 and config["records"]["source"] == str(trained_checkpoint.parent.parent)
+    bundled, written = load_trained(folder), load_trained(adapted)  # the bundle holds what the .ckpt holds
+    for name, tensor in written.net.state_dict().items():
+        assert torch.equal(bundled.net.state_dict()[name], tensor), name
+    assert bundled.trust.conformal is None and bundled.trust.conformal_tta is None
+    assert "adapted" in (folder / "README.md").read_text()  # the card says it is the lab's model
+    err = one_paragraph_exit_2(capsys, [str(trained_checkpoint), str(lab), "--out", str(folder)])
+    assert "already holds a model bundle" in err and "--force" not in err  # adapt's --force is the gate's
+    calibrated = tmp_path / "lab_model_cal"
+    assert calibrate([str(folder), str(lab), "--out", str(calibrated)]) == 0
+    again = load_trained(calibrated)
+    assert adaptation_status(again)["recalibrated"] and again.trust.conformal_tta is not None
+    assert read_bundle_config(calibrated)["records"] == config["records"]

@@ -146,7 +146,8 @@ def test_the_holdout_split_is_stratified_and_seeded():
 
 @pytest.mark.parametrize("extra, words", [(["--coverage", "1.5"], "between 0 and 1"),
                                           (["--holdout", "1"], "--holdout 1.0: give the share"),
-                                          (["--out", "x.safetensors"], "give a .ckpt path")])
+                                          (["--out", "x.safetensors"], "give a .ckpt path"),
+                                          (["--out", "x.pt"], "or a folder (a name without a suffix)")])
 def test_bad_arguments_are_one_paragraph_exit_2(trained_checkpoint, lab, tmp_path, capsys, extra, words):
     args = [str(trained_checkpoint), str(lab), "--out", str(tmp_path / "x.ckpt"), *extra]
     with pytest.raises(SystemExit) as exit_:
@@ -157,4 +158,4 @@ def test_bad_arguments_are_one_paragraph_exit_2(trained_checkpoint, lab, tmp_pat
 def test_the_input_checkpoint_is_never_overwritten(trained_checkpoint, lab, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(trained_checkpoint), str(lab), "--out", str(trained_checkpoint)])
-    assert exit_.value.code == 2 and "write to a new file" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "write to a new file or folder" in capsys.readouterr().err

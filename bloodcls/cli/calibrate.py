@@ -1,11 +1,12 @@
 """``bloodcls calibrate``: re-calibrate a trained model to a lab's labelled images, without retraining.
 
-    bloodcls calibrate <checkpoint> <folder or csv> --out <new.ckpt> [--coverage 0.9] [--per-class]
+    bloodcls calibrate <checkpoint> <folder or csv> --out <new.ckpt or folder> [--coverage 0.9] [--per-class]
                        [--holdout 0.5 [--seed 0]] [--method lac|aps|raps] [--classes <map.yaml>] [--json]
 
 Refits, on the given images of the classes the model knows, the temperature, the review thresholds, the not-a-cell
 gate's threshold and the conformal prediction sets (single view and TTA; one threshold per class with
-``--per-class``), and writes them into a copy of the checkpoint (weights unchanged). ``--holdout 0.5`` keeps a
+``--per-class``), and writes them into a copy of the checkpoint (weights unchanged): a .ckpt file, or with
+``--out <folder>`` a model bundle. ``--holdout 0.5`` keeps a
 seeded, class-stratified half apart and scores every figure on it; without it the figures are in-sample and say
 so. The work is done by :mod:`bloodcls.inference.recalibration`.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from bloodcls.cli import MODEL_HELP, summary
 from bloodcls.errors import report_user_errors
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodcls calibrate", description=summary(__doc__))
     p.add_argument("checkpoint", help=MODEL_HELP)
     p.add_argument("data", help="a folder of class folders (<folder>/<class>/<image>) or a CSV with path,label columns")
-    p.add_argument("--out", required=True, help="the re-calibrated checkpoint to write (a new .ckpt file)")
+    p.add_argument("--out", required=True, help="the re-calibrated model to write: a new .ckpt file, or a new or "
+                   "empty folder (a name without a suffix) written as a model bundle")
     p.add_argument("--coverage", type=float, default=0.9, help="share of images whose prediction set holds the "
                    "true class (default 0.9)")
     p.add_argument("--per-class", action="store_true", help="one set threshold per class (class-conditional): "
@@ -54,12 +55,13 @@ def _line(name: str, s: dict) -> str:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bloodcls.inference.recalibration import check_holdout
+    from bloodcls.inference.recalibration import check_holdout, check_output
     from bloodcls.uncertainty.conformal import SetOptions
 
     method = {"method": args.method} if args.method else {}  # None: SetOptions' default, the one home of it
     sets = SetOptions(coverage=args.coverage, per_class=args.per_class, **method)  # before the slow part
     check_holdout(args.holdout)
+    _, out = check_output(args.checkpoint, args.out)
     from bloodcls.data.class_names import load_class_map
     from bloodcls.data.labelled import load_labelled
     from bloodcls.inference.checkpoint import load_trained
@@ -68,7 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_trained(args.checkpoint)
     data = load_labelled(args.data, model.class_names, model.img_size, load_class_map(args.classes))
     fitted = recalibrate(model, data, sets, holdout=args.holdout, seed=args.seed)
-    write_recalibrated(model.path, Path(args.out), fitted.state)
+    if out.suffix == ".ckpt":
+        write_recalibrated(model.path, out, fitted.state)
+    else:
+        from dataclasses import replace
+
+        from bloodcls.inference.classifier import Classifier
+
+        Classifier(replace(model, trust=fitted.state)).save(out)  # its records: those of the model's run (or bundle)
     r = fitted.report
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

@@ -195,13 +195,15 @@ def write_checkpoint(path: str | Path, contents: dict[str, Any]) -> None:
 
 
 def check_new_checkpoint(source: str | Path, out: str | Path, made: str) -> tuple[Path, Path]:
-    """(source, out) as paths, refusing an ``out`` that is not a new ``.ckpt`` file: the commands that write a changed
-    copy of a model (``adapt``, ``calibrate``) keep the original. ``made`` names the copy ("adapted model")."""
+    """(source, out) as paths, refusing an ``out`` that is neither a new ``.ckpt`` file nor a folder (no suffix, or
+    one that exists) for a model bundle: the commands that write a changed copy of a model (``adapt``,
+    ``calibrate``) keep the original. ``made`` names the copy ("adapted model")."""
     source, out = Path(source).expanduser(), Path(out).expanduser()
-    if out.suffix != ".ckpt":
-        raise UserError(f"--out {out}: give a .ckpt path for the {made} (export it to safetensors or ONNX afterwards "
-                        "with `bloodcls export`).")
+    if out.suffix != ".ckpt" and out.suffix and not out.is_dir():
+        raise UserError(f"--out {out}: give a .ckpt path for the {made}, or a folder (a name without a suffix) to "
+                        "write it as a model bundle (export it to safetensors or ONNX afterwards with `bloodcls "
+                        "export`).")
     if out.exists() and out.resolve() == source.resolve():
-        raise UserError(f"--out {out} is the input model itself; write to a new file so the original is kept "
-                        f"beside the {made}.")
+        raise UserError(f"--out {out} is the input model itself; write to a new file or folder so the original is "
+                        f"kept beside the {made}.")
     return source, out

@@ -41,13 +41,12 @@ from bloodcls.common.checkpoints import (
     ADAPTED_KEY,
     NET_PREFIX,
     TRUST_KEY,
-    check_new_checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
 from bloodcls.common.tensors import to_float_images
 from bloodcls.errors import UserError
-from bloodcls.inference.checkpoint import TrainedModel
+from bloodcls.inference.checkpoint import TrainedModel, recalibrated_since
 from bloodcls.models.batchnorm import batchnorm_buffers, batchnorm_layers, recompute_batchnorm
 
 if TYPE_CHECKING:  # the data package pulls in Lightning; predict reads adaptation_status without it
@@ -141,7 +140,7 @@ def adapt_model(model: TrainedModel, images: UnlabelledImages | np.ndarray, forc
                         "(the warning is recorded in it, and predict and evaluate show it).")
     if model.trust is None:
         warning = "adapted with --force and without a gate: nothing checked that the images are blood cells."
-    trust = replace(model.trust, conformal=None) if model.trust is not None else None
+    trust = replace(model.trust, conformal=None, conformal_tta=None) if model.trust is not None else None
     record = {"data": source, "images": len(array), "files_sha256": data.digest if data is not None else None,
               "skipped": len(data.skipped) if data is not None else 0, "checkpoint": str(model.path),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "batchnorm_layers": layers,
@@ -170,13 +169,17 @@ def _refusal(gate: dict[str, Any], n: int, source: str) -> str:
 
 
 def check_output(source: str | Path, out: str | Path) -> tuple[Path, Path]:
-    """(source, out) as paths; a path that is not a new .ckpt file is refused (before any work is done)."""
-    return check_new_checkpoint(source, out, "adapted model")
+    """(source, out) as paths; an ``out`` that is neither a new .ckpt file nor a new or empty folder for a bundle
+    is refused (before any work is done)."""
+    from bloodcls.inference.bundle import check_copy_destination  # predict reads this module: kept light
+
+    return check_copy_destination(source, out, "adapted model")
 
 
 def write_adapted(source: str | Path, out: str | Path, adaptation: Adaptation) -> None:
-    """A copy of the checkpoint ``source`` with the adapted BatchNorm statistics, trust state and record (atomic;
-    weights-only loadable: plain tensors and values; never the input file itself)."""
+    """A .ckpt copy of the checkpoint ``source`` with the adapted BatchNorm statistics, trust state and record
+    (atomic; weights-only loadable: plain tensors and values; never the input file itself). A bundle folder is
+    ``Classifier(adaptation.model).save(out)``."""
     source, out = check_output(source, out)
     contents = read_checkpoint(source)
     state = adaptation.model.net.state_dict()
@@ -199,7 +202,7 @@ def adaptation_status(model: TrainedModel) -> dict[str, Any] | None:
     if not record:
         return None
     trust = record.get("trust") or {}
-    recalibrated = model.trust is not None and model.trust.calibrated_on != trust.get("calibrated_on_before")
+    recalibrated = recalibrated_since(model.trust, record)
     stale = [] if recalibrated else [*trust.get("carried_unverified", []), *trust.get("removed", [])]
     note = (f"this model was adapted to {record.get('images')} unlabelled images of {record.get('data')} "
             f"({record.get('date')}): it is for that lab's images (its gate may turn away cells imaged as the "
@@ -213,3 +216,18 @@ def adaptation_status(model: TrainedModel) -> dict[str, Any] | None:
     return {key: record.get(key) for key in ("data", "images", "date", "files_sha256", "forced", "warning")} | {
         "gate_accepts": (record.get("gate") or {}).get("accepts"), "recalibrated": recalibrated, "stale": stale,
         "note": note}
+
+
+SETS_REMOVED = ("prediction sets: removed by `bloodcls adapt` (their coverage was measured on images unlike the lab's); "
+                "refit them on labelled images of the lab with `bloodcls calibrate`.")
+
+
+def trust_notes(model: TrainedModel, notes: list[str]) -> list[str]:
+    """The trust state's notes (what it cannot give) as they hold for ``model``: an adapted model not re-calibrated
+    since has no sets because adapt removed them, not because its state is old (which would send the user to
+    ``bloodcls trust --refit``, refitting on the training data's statistics)."""
+    from bloodcls.uncertainty.state import NO_SETS, NO_TTA_SETS
+
+    if not model.adapted_on or recalibrated_since(model.trust, model.adapted_on):
+        return notes
+    return [SETS_REMOVED if note in (NO_SETS, NO_TTA_SETS) else note for note in notes]

@@ -29,6 +29,7 @@ from bloodcls.common.bundle import (
     is_bundle,
 )
 from bloodcls.common.checkout import git_commit
+from bloodcls.common.checkpoints import check_new_checkpoint
 from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.exporters import export
@@ -95,3 +96,16 @@ def write_folder(directory: str | Path, write: Callable[[Path], None], force: bo
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return directory
+
+
+def check_copy_destination(source: str | Path, out: str | Path, made: str) -> tuple[Path, Path]:
+    """(source, out) for the changed copy ``adapt`` and ``calibrate`` write: a new .ckpt file, or a folder written
+    as a bundle (new or empty: a bundle already there is never replaced by these commands). Checked before any work."""
+    source, out = check_new_checkpoint(source, out, made)
+    if out.suffix != ".ckpt" and is_bundle(out):
+        raise UserError(f"--out {out} already holds a model bundle, and the {made} is never written over one: give "
+                        "a new or empty folder (or a .ckpt path).")
+    if out.suffix != ".ckpt":
+        check_destination(out, force=False)
+    return source, out
+

@@ -8,7 +8,7 @@ network its hyper-parameters name is built and its weights loaded.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,19 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if len(class_names) != int(hparams["num_classes"]):
         class_names = [f"class_{i}" for i in range(int(hparams["num_classes"]))]
     info = {k: contents[k] for k in ("epoch", "global_step", "pytorch-lightning_version", "format") if k in contents}
+    adapted = contents.get(ADAPTED_KEY) if isinstance(contents.get(ADAPTED_KEY), dict) else None
+    trust = _trust(contents, path)
+    if adapted and trust is not None and not recalibrated_since(trust, adapted):
+        # adapt removes the sets; files it wrote before 2026-12-08 kept the TTA ones, fitted on the old statistics
+        trust = replace(trust, conformal=None, conformal_tta=None)
     return TrainedModel(net=net, name=str(hparams["name"]), img_size=int(hparams["img_size"]), class_names=class_names,
-                        hparams=dict(hparams), path=path, info=info, trust=_trust(contents, path),
-                        adapted_on=adapted if isinstance(adapted := contents.get(ADAPTED_KEY), dict) else None)
+                        hparams=dict(hparams), path=path, info=info, trust=trust, adapted_on=adapted)
+
+
+def recalibrated_since(trust: TrustState | None, adapted_on: dict[str, Any]) -> bool:
+    """Whether ``bloodcls calibrate`` refitted the trust state after ``bloodcls adapt`` (it writes a new
+    ``calibrated_on``; adapt records the one it found)."""
+    return trust is not None and trust.calibrated_on != (adapted_on.get("trust") or {}).get("calibrated_on_before")
 
 
 def model_file(path: str | Path) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bloodcls.common.tensors import to_float_images
+from bloodcls.inference.adaptation import trust_notes
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.inference.images import (
     MAX_PIXELS,
@@ -70,7 +71,7 @@ def _trust_summary(model: TrainedModel, tta: bool) -> dict[str, Any]:
         return {"available": False, "why": NO_TRUST}
     return {"available": True, "temperature": t.temperature, "abstain_below": t.review_threshold(tta),
             "max_error": t.max_error, "ood_threshold": t.ood_threshold, "id_accept": t.id_accept,
-            "unavailable": t.unavailable(tta)}
+            "unavailable": trust_notes(model, t.unavailable(tta))}
 
 
 def classify(model: TrainedModel, paths: list[str | Path], tta: bool = False,

@@ -26,6 +26,7 @@ from torchmetrics.functional.classification import (
 )
 
 from bloodcls.data.labelled import LabelledImages, fingerprints
+from bloodcls.inference.adaptation import trust_notes
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.uncertainty.calibration import calibration_scores
 from bloodcls.uncertainty.judgement import Judgement, calibrated_proba, judge
@@ -137,6 +138,8 @@ def evaluate(model: TrainedModel, data: LabelledImages, batch_size: int = 256) -
     outputs = network_outputs(model.net, data.images, batch_size=batch_size)
     targets = torch.as_tensor(data.targets)
     report, judged = score(outputs.logits, outputs.features, targets, model.class_names, model.trust)
+    if report["trust"].get("unavailable"):
+        report["trust"]["unavailable"] = trust_notes(model, report["trust"]["unavailable"])
     report = {"checkpoint": str(model.path), "model": model.name, "img_size": model.img_size,
               "data": str(data.files.source), "class_names": model.class_names, **report,
               "calibrated_on_overlap": overlap_warning(model.trust, data),

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.common.checkpoints import check_new_checkpoint, read_checkpoint, write_checkpoint
+from bloodcls.common.checkpoints import read_checkpoint, write_checkpoint
 from bloodcls.common.sampling import stratified_sample
 from bloodcls.data.labelled import LabelledImages, fingerprints
 from bloodcls.errors import UserError
+from bloodcls.inference.bundle import check_copy_destination
 from bloodcls.inference.checkpoint import TrainedModel
 from bloodcls.uncertainty.conformal import SetOptions, check_class_counts, min_calibration_images
 from bloodcls.uncertainty.far_ood import far_ood_sets
@@ -141,9 +142,16 @@ def _scores(state: TrustState, outputs: NetworkOutputs, y: torch.Tensor, far: to
     return {"temperature": state.temperature, **scores, "sets_tta": tta}
 
 
+def check_output(source: str | Path, out: str | Path) -> tuple[Path, Path]:
+    """(source, out) as paths; an ``out`` that is neither a new .ckpt file nor a new or empty folder for a bundle
+    is refused (before any work is done)."""
+    return check_copy_destination(source, out, "re-calibrated model")
+
+
 def write_recalibrated(source: Path, out: Path, state: TrustState) -> None:
-    """A copy of ``source`` with ``state`` as its trust state (atomic; never the input file itself)."""
-    source, out = check_new_checkpoint(source, out, "re-calibrated checkpoint")
+    """A .ckpt copy of ``source`` with ``state`` as its trust state (atomic; never the input file itself). A bundle
+    folder is ``Classifier(replace(model, trust=state)).save(out)``."""
+    source, out = check_output(source, out)
     contents = read_checkpoint(source)
     contents.pop("format", None)  # an exported file or a bundle comes out as a .ckpt
     contents[CHECKPOINT_KEY] = state.to_dict()
