@@ -5,9 +5,9 @@
 Recomputes the BatchNorm statistics on the lab's images (no label needed; class folders and label columns are
 ignored), checks with the not-a-cell gate that they are blood cells, and writes a copy of the checkpoint that
 records what it was adapted on (weights unchanged): a .ckpt file, or with ``--out <folder>`` a model bundle
-(``bloodcls bundle``'s folder, its card made from the records of the run the model came from). Its temperature and review thresholds are then unverified
-and its prediction sets removed: refit them with ``bloodcls calibrate`` on labelled images of the lab. The work
-is done by :mod:`bloodcls.inference.adaptation`.
+(``bloodcls bundle``'s folder, its card made from the records of the run the model came from). Its temperature
+and review thresholds are then unverified and its prediction sets removed: refit them with ``bloodcls calibrate``
+on labelled images of the lab. The work is done by :mod:`bloodcls.inference.adaptation`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if r["warning"]:
         print(f"warning: {r['warning']} (written because of --force; recorded in the model)", file=sys.stderr)
     print(f"trust state: gate kept; temperature and review thresholds kept but unverified; prediction sets removed. "
-          f"Refit them on labelled images of this lab: bloodcls calibrate {args.out} <labelled folder> --out <new.ckpt or folder>")
+          f"Refit them on labelled images of this lab: bloodcls calibrate {args.out} <labelled folder> "
+          "--out <new.ckpt or folder>")
     print(f"written: {args.out}")
     return 0

@@ -6,9 +6,9 @@
 Refits, on the given images of the classes the model knows, the temperature, the review thresholds, the not-a-cell
 gate's threshold and the conformal prediction sets (single view and TTA; one threshold per class with
 ``--per-class``), and writes them into a copy of the checkpoint (weights unchanged): a .ckpt file, or with
-``--out <folder>`` a model bundle. ``--holdout 0.5`` keeps a
-seeded, class-stratified half apart and scores every figure on it; without it the figures are in-sample and say
-so. The work is done by :mod:`bloodcls.inference.recalibration`.
+``--out <folder>`` a model bundle. ``--holdout 0.5`` keeps a seeded, class-stratified half apart and scores every
+figure on it; without it the figures are in-sample and say so. The work is done by
+:mod:`bloodcls.inference.recalibration`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from bloodcls.inference.classifier import Classifier
 
-        Classifier(replace(model, trust=fitted.state)).save(out)  # its records: those of the model's run (or bundle)
+        Classifier(replace(model, trust=fitted.state)).save(out)  # its records: its run's (or bundle's)
     r = fitted.report
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

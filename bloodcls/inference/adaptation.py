@@ -218,8 +218,8 @@ def adaptation_status(model: TrainedModel) -> dict[str, Any] | None:
         "note": note}
 
 
-SETS_REMOVED = ("prediction sets: removed by `bloodcls adapt` (their coverage was measured on images unlike the lab's); "
-                "refit them on labelled images of the lab with `bloodcls calibrate`.")
+SETS_REMOVED = ("prediction sets: removed by `bloodcls adapt` (their coverage was measured on images unlike the "
+                "lab's); refit them on labelled images of the lab with `bloodcls calibrate`.")
 
 
 def trust_notes(model: TrainedModel, notes: list[str]) -> list[str]:

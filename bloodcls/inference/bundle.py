@@ -102,10 +102,9 @@ def check_copy_destination(source: str | Path, out: str | Path, made: str) -> tu
     """(source, out) for the changed copy ``adapt`` and ``calibrate`` write: a new .ckpt file, or a folder written
     as a bundle (new or empty: a bundle already there is never replaced by these commands). Checked before any work."""
     source, out = check_new_checkpoint(source, out, made)
-    if out.suffix != ".ckpt" and is_bundle(out):
-        raise UserError(f"--out {out} already holds a model bundle, and the {made} is never written over one: give "
-                        "a new or empty folder (or a .ckpt path).")
     if out.suffix != ".ckpt":
+        if is_bundle(out):  # check_destination's remedy, --force, is not these commands' (adapt's is the gate's)
+            raise UserError(f"--out {out} already holds a model bundle, and the {made} is never written over one: "
+                            "give a new or empty folder (or a .ckpt path).")
         check_destination(out, force=False)
     return source, out
-
