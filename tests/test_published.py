@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bloodcls.analysis.published import load_footing, publish, publish_many
 from bloodcls.analysis.published_pages import regenerate
@@ -74,6 +75,34 @@ def test_a_published_run_reads_back_as_its_own_results(reference_run, tmp_path):
     assert row_of(beyond, results["experiment"])[5] == f"{100 * results['test']['acc']:.2f}"
 
     assert publish(run, footing) == (path, "unchanged")  # publishing again changes nothing
+    (start,) = record["starts"]  # one start: what it trained with, beside device.threads (the last start's)
+    assert {k: start[k] for k in ("threads", "precision", "channels_last")} == {
+        k: results["compute"][k] for k in ("threads", "precision", "channels_last")}
+    assert start["threads"] == record["device"]["threads"]
+
+
+def test_a_resumed_runs_record_names_the_threads_of_each_start(reference_run, tmp_path):
+    """A run continued on another thread count says so start by start; for starts recorded before status.json kept
+    their compute, the threads come from the config Hydra saved for each start (.hydra/, then .hydra-resume-*)."""
+    run = copy_run(reference_run[0], tmp_path / "run")
+    status = json.loads((run / "status.json").read_text())
+    status.pop("compute", None)  # as a run started before 2026-12-08 wrote it
+    status["resumes"] = [{"at": "2026-12-08T01:00:00+00:00", "commit": "abc", "previous_status": "interrupted"},
+                         {"at": "2026-12-08T02:00:00+00:00", "commit": "def", "previous_status": "running",
+                          "compute": {"threads": 4, "precision": "32-true"}}]  # recorded: wins over the config
+    (run / "status.json").write_text(json.dumps(status))
+    for saved, threads in ((".hydra", 1), (".hydra-resume-2026-12-08_01-00-00", 2),
+                           (".hydra-resume-2026-12-08_02-00-00", "auto")):
+        (run / saved).mkdir()
+        (run / saved / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "threads": threads}))
+    path, _ = publish(run, tmp_path / "results" / "mine")
+    starts = json.loads(path.read_text())["starts"]
+    assert [(s["commit"], s.get("threads")) for s in starts[1:]] == [("abc", 2), ("def", 4)]
+    assert starts[0]["at"] == status["started_at"] and starts[0]["threads"] == 1
+
+    shutil.rmtree(run / ".hydra-resume-2026-12-08_01-00-00")  # folders and starts no longer pair up: no guessing
+    path, _ = publish(run, tmp_path / "results" / "other")
+    assert [s.get("threads") for s in json.loads(path.read_text())["starts"]] == [None, None, 4]
 
 
 def test_the_record_keeps_the_per_epoch_history_and_the_epochs_table_reads_it(reference_run, tmp_path):

@@ -82,6 +82,10 @@ def test_ctrl_c_then_resume_equals_uninterrupted_run(reference_run, synthetic_ro
     status = _status(tmp_path)
     assert status["status"] == "completed" and status["error"] is None
     assert [r["previous_status"] for r in status["resumes"]] == ["interrupted"]
+    # each start says what it trained with (the published record's starts): the first one's kept through the resume
+    trained_with = {k: resumed["compute"][k] for k in ("threads", "precision", "channels_last")}
+    assert [{k: c[k] for k in trained_with} for c in (status["compute"], status["resumes"][0]["compute"])] == \
+        [trained_with, trained_with]
     assert resumed["test"]["scores"] == uninterrupted["test"]["scores"]
     assert resumed["test"]["predictions"] == uninterrupted["test"]["predictions"]
     assert _curves(resumed) == _curves(uninterrupted)  # epoch 0 from the checkpoint, 1 from this run

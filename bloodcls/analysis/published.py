@@ -181,6 +181,7 @@ def record_of(run: FinishedRun) -> tuple[dict[str, Any], list[int]]:
         "device": {"kind": kind, "name": env.get("device"), "processor": processor, "host": env.get("host"),
                    "threads": compute.get("threads"), "channels_last": compute.get("channels_last")},
         "commit": {"started": env.get("commit_started") or env.get("commit"), "ended": env.get("commit")},
+        "starts": run.starts,  # a resumed run's starts, each with its threads (device.threads: the last start's)
         "finished": (run.status.finished_at if run.status else None) or env.get("date"),
         "epochs_trained": res.efficiency.get("epochs_run"),
         "best_epoch": None if best is None else int(best) + 1,

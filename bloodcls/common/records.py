@@ -154,6 +154,7 @@ class PublishedRecord:
     run: str | None = None  # the run folder's name
     overrides: list[str] = field(default_factory=list)  # the run's command-line overrides (.hydra/overrides.yaml)
     commit: dict[str, Any] = field(default_factory=dict)  # started, ended
+    starts: list[dict[str, Any]] = field(default_factory=list)  # at, commit, threads, ... of each start and resume
     finished: str | None = None  # ISO date the run finished (UTC)
     epochs_trained: int | None = None
     best_epoch: int | None = None  # counted from 1

@@ -91,6 +91,33 @@ class FinishedRun:
             return {}
 
     @property
+    def starts(self) -> list[dict[str, Any]]:
+        """One entry per start of the run, the first and each ``resume=``: when, on which commit, and what it trained
+        with (threads, precision, layout, processor; status.json records them since 2026-12-08). For a start that
+        predates that, its threads are read from the config Hydra saved for it (``.hydra/``, then each
+        ``.hydra-resume-<time>/`` in order) where the folders and the starts pair up one to one."""
+        status = self.status.raw if self.status is not None else {}
+        if not status.get("started_at"):
+            return []
+        resumes = [r for r in status.get("resumes") or [] if isinstance(r, dict)]
+        commit = (self.results.environment.get("commit_started") if self.results else None) or status.get("commit")
+        starts = [{"at": status["started_at"], "commit": commit, **(status.get("compute") or {})},
+                  *({"at": r.get("at"), "commit": r.get("commit"), **(r.get("compute") or {})} for r in resumes)]
+        saved = [self.paths.hydra_config, *sorted(self.folder.glob(f"{self.paths.hydra_config.parent.name}-resume-*/"
+                                                                   f"{self.paths.hydra_config.name}"))]
+        if len(saved) == len(starts):
+            import yaml
+
+            for start, path in zip(starts, saved, strict=True):
+                try:
+                    threads = (yaml.safe_load(path.read_text()) or {}).get("threads")
+                except (OSError, yaml.YAMLError, AttributeError):
+                    threads = None
+                if "threads" not in start and isinstance(threads, int):
+                    start["threads"] = threads
+        return starts
+
+    @property
     def experiment(self) -> str | None:
         return ((self.results.experiment if self.results else None) or (self.status.experiment if self.status else None)
                 or self.config.get("experiment_name"))

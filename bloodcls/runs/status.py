@@ -6,7 +6,8 @@ paragraph or null), ``error_type`` (exception class name or null), ``traceback``
 that are not a :class:`~bloodcls.errors.UserError`, else null), ``started_at``, ``finished_at``
 (ISO 8601 or null), ``run_name``, ``experiment``, ``last_checkpoint`` (path or null) and
 ``wandb_id`` (or null). Extra keys: ``group`` (the W&B group, reused on resume), ``resumes``
-(when, from which checkpoint and on which commit the run was continued), ``commit`` (the code the run
+(when, from which checkpoint and on which commit the run was continued, and each one's ``compute``), ``compute``
+(threads, precision, memory layout and processor of the first start), ``commit`` (the code the run
 started on: a resumed run may end on another), ``host`` and ``pid`` (to tell a run that is still going
 from one that was killed without a chance to record it).
 """
@@ -139,6 +140,17 @@ class RunRecord:
         self.fields.update(fields)
         self.write()
 
+    def note_start(self, **facts: Any) -> None:
+        """Record what this start of the run trained with (threads, precision, layout, processor) beside the start
+        itself: ``compute`` for the first, the last ``resumes`` entry for a resume, so a run continued on another
+        machine or thread count says so (the published record's ``starts``)."""
+        resumes = self.fields.get("resumes") or []
+        if resumes:
+            resumes[-1] = {**resumes[-1], "compute": facts}
+        else:
+            self.fields["compute"] = facts
+        self.write()
+
     def write(self) -> None:
         if not self.enabled:
             return
@@ -246,12 +258,12 @@ def record_run(
     fields: dict[str, Any] = {
         "status": RUNNING, "error": None, "error_type": None, "traceback": None,
         "started_at": now_iso(), "finished_at": None, "run_name": run_name, "experiment": experiment,
-        "last_checkpoint": None, "wandb_id": None, "group": None, "resumes": [],
+        "last_checkpoint": None, "wandb_id": None, "group": None, "resumes": [], "compute": None,
         "commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
     }
     if previous:
         here = fields["commit"]
-        for key in ("started_at", "wandb_id", "group", "resumes"):
+        for key in ("started_at", "wandb_id", "group", "resumes", "compute"):
             fields[key] = previous.get(key, fields[key])
         fields["commit"] = previous.get("commit")  # unknown (null) for a run started before commits were kept
         fields["resumes"] = [*fields["resumes"], {"at": now_iso(), "from": str(resumed_from), "commit": here,

@@ -24,7 +24,7 @@ from bloodcls.config import instantiate
 from bloodcls.errors import UserError
 from bloodcls.models import build_from_hparams
 from bloodcls.models.profiling import efficiency
-from bloodcls.runs.environment import environment
+from bloodcls.runs.environment import environment, processor_name
 from bloodcls.runs.resume import check_ckpt_path, keep_csv_history, start_or_resume
 from bloodcls.runs.status import RunRecord, record_run
 from bloodcls.schema import check_config
@@ -115,6 +115,8 @@ def _build(cfg: DictConfig, output_dir: Path, group: str | None, record: RunReco
                            cfg.trainer.get("accelerator", "auto"), cfg.get("threads", "auto"))
     apply_threads(compute)
     rank_zero_info(describe(compute))
+    record.note_start(threads=compute.threads, precision=compute.precision, channels_last=compute.channels_last,
+                      processor=processor_name() if compute.device == "cpu" else None)
     # reads no file yet; run_dir: where a folder's split is kept (and read back by resume=)
     datamodule = instantiate(cfg.data, channels_last=compute.channels_last, run_dir=str(output_dir))
     # Cheap checks first: an unknown architecture or a bad model setting stops before the data file is looked for.
