@@ -159,3 +159,18 @@ def test_the_input_checkpoint_is_never_overwritten(trained_checkpoint, lab, caps
     with pytest.raises(SystemExit) as exit_:
         main([str(trained_checkpoint), str(lab), "--out", str(trained_checkpoint)])
     assert exit_.value.code == 2 and "write to a new file or folder" in capsys.readouterr().err
+
+
+def test_an_out_folder_that_cannot_take_the_bundle_is_refused_before_any_work(trained_checkpoint, lab, tmp_path,
+                                                                             capsys, monkeypatch):
+    """--out is checked before the model and the images are read: a folder of other files is never written over."""
+    import bloodcls.data.labelled as labelled
+
+    monkeypatch.setattr(labelled, "load_labelled", lambda *a, **k: pytest.fail("the images were read"))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(trained_checkpoint), str(lab), "--out", str(busy)])
+    assert exit_.value.code == 2 and "not a model bundle, so it is never written over" in capsys.readouterr().err
+    assert [p.name for p in busy.iterdir()] == ["notes.txt"]
