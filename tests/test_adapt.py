@@ -278,3 +278,7 @@ def test_out_a_folder_writes_a_bundle_with_the_run_s_records(trained_checkpoint,
     again = load_trained(calibrated)
     assert adaptation_status(again)["recalibrated"] and again.trust.conformal_tta is not None
     assert read_bundle_config(calibrated)["records"] == config["records"]
+    # each bundle names the command that wrote it and what from
+    assert config["written"]["by"] == "bloodcls adapt" and config["written"]["from"] == str(trained_checkpoint)
+    assert read_bundle_config(calibrated)["written"] | {"date": None, "commit": None} == {
+        "by": "bloodcls calibrate", "from": str(folder), "date": None, "commit": None}

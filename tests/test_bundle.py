@@ -102,7 +102,7 @@ with safe_open({str(bundle / WEIGHTS_FILE)!r}, framework="numpy") as f:
     means = f.get_tensor(c["trust"]["ood_means"]["tensor"])
 print(json.dumps({{"keys": sorted(c), "arch": c["architecture"]["name"], "names": c["class_names"],
                   "input": c["input"], "temperature": c["trust"]["temperature"], "sets": c["trust"]["conformal"],
-                  "means": list(means.shape), "said": c["trust"]["ood_means"]["shape"],
+                  "means": list(means.shape), "said": c["trust"]["ood_means"]["shape"], "by": c["written"]["by"],
                   "bloodcls": any(m.startswith("bloodcls") for m in sys.modules)}}))
 """
     out = json.loads(subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
@@ -111,7 +111,7 @@ print(json.dumps({{"keys": sorted(c), "arch": c["architecture"]["name"], "names"
     assert not out["bloodcls"]
     assert {"library_name", "bundle_format", "architecture", "class_names", "input", "output", "trust", "adapted_on",
             "records", "written"} <= set(out["keys"])
-    assert out["arch"] == "unet" and out["names"] == model.class_names
+    assert out["arch"] == "unet" and out["names"] == model.class_names and out["by"] == "bloodcls bundle"
     assert out["input"]["size"] == 28 and "bicubic" in out["input"]["interpolation"]
     assert out["input"]["crop"].startswith("centre square") and "divided by 255" in out["input"]["scale"]
     assert out["input"]["color"].startswith("RGB") and out["input"]["mean"] == [0, 0, 0] and out["input"]["std"] == [1] * 3

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from bloodcls.inference.classifier import Classifier
 
-        Classifier(adapted.model).save(out)  # its records: those of the run (or bundle) the model came from
+        Classifier(adapted.model).save(out, by="bloodcls adapt")  # records: the run (or bundle) it came from
     r = adapted.record
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bloodcls.inference.classifier import Classifier
 
     clf = Classifier.load(args.model)
-    folder = clf.save(args.folder, onnx=args.onnx, force=args.force)
+    folder = clf.save(args.folder, onnx=args.onnx, force=args.force, by="bloodcls bundle")
     written = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()), "model": str(clf.path),
                "records": (clf.records or {}).get("source"), "adapted": bool(clf.adapted_on), "pushed": None}
     if args.push:

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from bloodcls.inference.classifier import Classifier
 
-        Classifier(replace(model, trust=fitted.state)).save(out)  # its records: its run's (or bundle's)
+        Classifier(replace(model, trust=fitted.state)).save(out, by="bloodcls calibrate")  # records: its run (or bundle)
     r = fitted.report
     if args.json:
         print(json.dumps({**r, "out": args.out}, indent=2))

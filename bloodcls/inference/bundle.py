@@ -35,13 +35,13 @@ from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.exporters import export
 
 
-def bundle_config(model: TrainedModel, records: dict[str, Any] | None) -> dict[str, Any]:
+def bundle_config(model: TrainedModel, records: dict[str, Any] | None, by: str = "bloodcls.Classifier") -> dict[str, Any]:
     """config.json: the library and format, the model's description, the run's records (None when unknown) and
-    what it was written from."""
+    what it was written from, and by (the command: bundle, adapt or calibrate; else the Python API)."""
     trust = model.trust.to_dict() if model.trust is not None else None
     return {"library_name": LIBRARY, "bundle_format": FORMAT, **as_json(describe(model.hparams, trust, model.adapted_on)),
             "records": records,
-            "written": {"by": "bloodcls bundle", "from": str(model.path), "commit": git_commit(),
+            "written": {"by": by, "from": str(model.path), "commit": git_commit(),
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
 
 
