@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bloodcls.common.files import REPO
-from bloodcls.common.rundir import HYDRA_SUBDIR, run_folder_of
+from bloodcls.common.rundir import HYDRA_RESUME_PREFIX, HYDRA_SUBDIR, run_folder_of
 
 CONFIG_DIR = str(REPO / "conf")
 
@@ -94,4 +94,4 @@ def hydra_subdir(resume: Any, stamp: str) -> str:
     """Resolver for ``hydra.output_subdir``: a resumed run keeps its original ``.hydra/`` untouched."""
     if resume_dir(resume, "") == "":
         return HYDRA_SUBDIR
-    return f"{HYDRA_SUBDIR}-resume-{stamp}"
+    return f"{HYDRA_RESUME_PREFIX}{stamp}"

@@ -112,6 +112,7 @@ def test_adapt_returns_an_adapted_copy_and_save_writes_its_bundle(trained_checkp
     assert adapted.adapted_on["images"] == 40 and "adapted" in repr(adapted)
     assert not torch.equal(adapted.model.net.state_dict()["features.0.0.2.running_mean"], before)
     folder = adapted.save(tmp_path / "lab")
+    assert json.loads((folder / "config.json").read_text())["written"]["by"] == "bloodcls.Classifier"  # the API
     assert Classifier.load(folder).predict(cells[:3]) == adapted.predict(cells[:3])
     with pytest.raises(UserError, match="holds 3 readable images; recomputing the BatchNorm statistics needs at least"):
         clf.adapt(cells[:3])

@@ -32,6 +32,7 @@ LAST_CKPT = "last.ckpt"
 SPLIT_FILE = "split.csv"
 HYDRA_SUBDIR = ".hydra"
 HYDRA_CONFIG = "config.yaml"
+HYDRA_RESUME_PREFIX = f"{HYDRA_SUBDIR}-resume-"  # + time: the config Hydra saves for each resume=
 HYDRA_OVERRIDES = "overrides.yaml"
 ROBUSTNESS_DIR = "robustness"
 ROBUSTNESS_JSON = "robustness.json"
@@ -105,6 +106,11 @@ class RunPaths:
     @property
     def hydra_config(self) -> Path:
         return self.folder / HYDRA_SUBDIR / HYDRA_CONFIG
+
+    @property
+    def start_configs(self) -> list[Path]:
+        """The config Hydra saved for each start of the run, in order: ``.hydra/``, then each resume's."""
+        return [self.hydra_config, *sorted(self.folder.glob(f"{HYDRA_RESUME_PREFIX}*/{HYDRA_CONFIG}"))]
 
     @property
     def hydra_overrides(self) -> Path:

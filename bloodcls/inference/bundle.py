@@ -34,8 +34,10 @@ from bloodcls.errors import UserError
 from bloodcls.inference.checkpoint import TrainedModel, load_trained
 from bloodcls.inference.exporters import export
 
+API_WRITER = "bloodcls.Classifier"  # written.by of a bundle saved from Python rather than by a command
 
-def bundle_config(model: TrainedModel, records: dict[str, Any] | None, by: str = "bloodcls.Classifier") -> dict[str, Any]:
+
+def bundle_config(model: TrainedModel, records: dict[str, Any] | None, by: str = API_WRITER) -> dict[str, Any]:
     """config.json: the library and format, the model's description, the run's records (None when unknown) and
     what it was written from, and by (the command: bundle, adapt or calibrate; else the Python API)."""
     trust = model.trust.to_dict() if model.trust is not None else None

@@ -44,7 +44,7 @@ class Classifier(ModelHubMixin, library_name="bloodcls", pipeline_tag="image-cla
     def __init__(self, model: TrainedModel, records: dict[str, Any] | None = None) -> None:
         self.model = model
         self._records, self._looked = records, records is not None
-        self._written_by = "bloodcls.Classifier"  # config.json's written.by: the command that saves it says its name
+        self._written_by: str | None = None  # config.json's written.by while save() runs (None: the Python API)
 
     @property
     def records(self) -> dict[str, Any] | None:
@@ -138,9 +138,9 @@ class Classifier(ModelHubMixin, library_name="bloodcls", pipeline_tag="image-cla
     @property
     def config(self) -> dict[str, Any]:
         """What the bundle's config.json holds (:func:`bloodcls.inference.bundle.bundle_config`)."""
-        from bloodcls.inference.bundle import bundle_config
+        from bloodcls.inference.bundle import API_WRITER, bundle_config
 
-        return bundle_config(self.model, self.records, self._written_by)
+        return bundle_config(self.model, self.records, self._written_by or API_WRITER)
 
     def save(self, directory: str | Path, onnx: bool = False, force: bool = False, by: str | None = None) -> Path:
         """Write the bundle (``bloodcls bundle``): model.safetensors, config.json, README.md (the model card) and,
@@ -148,8 +148,7 @@ class Classifier(ModelHubMixin, library_name="bloodcls", pipeline_tag="image-cla
         writes it, for config.json's ``written.by`` (default: the Python API)."""
         from bloodcls.inference.bundle import write_folder, write_onnx
 
-        if by is not None:
-            self._written_by = by
+        self._written_by = by
 
         def write(folder: Path) -> None:
             self.save_pretrained(folder)

@@ -103,8 +103,7 @@ class FinishedRun:
         commit = (self.results.environment.get("commit_started") if self.results else None) or status.get("commit")
         starts = [{"at": status["started_at"], "commit": commit, **(status.get("compute") or {})},
                   *({"at": r.get("at"), "commit": r.get("commit"), **(r.get("compute") or {})} for r in resumes)]
-        saved = [self.paths.hydra_config, *sorted(self.folder.glob(f"{self.paths.hydra_config.parent.name}-resume-*/"
-                                                                   f"{self.paths.hydra_config.name}"))]
+        saved = self.paths.start_configs
         if len(saved) == len(starts):
             import yaml
 
